@@ -1,0 +1,144 @@
+//! Command-line definitions (clap derive). Verbs and flags follow Docker's.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "sbx", version, about = "Run OCI images as namespace containers or KVM microVMs")]
+pub struct Cli {
+    /// Where images and sandboxes are kept.
+    #[arg(long, global = true, env = "SBX_ROOT", default_value = sbx_shared::paths::DEFAULT_ROOT)]
+    pub root: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command in a new sandbox.
+    Run(RunArgs),
+    /// Import a rootfs tarball (plain, gzip or zstd; '-' for stdin) as an image.
+    Import {
+        file: String,
+        /// NAME[:TAG]
+        name: String,
+        /// Image config change, as Docker's --change: CMD, ENTRYPOINT, ENV, WORKDIR, USER.
+        #[arg(short = 'c', long = "change")]
+        changes: Vec<String>,
+    },
+    /// Load images from a docker-archive or OCI archive.
+    Load {
+        #[arg(short = 'i', long = "input")]
+        input: PathBuf,
+    },
+    /// Save images to an OCI archive (with Docker's manifest.json too).
+    Save {
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// List images.
+    Images {
+        /// table (default) or json
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Give an image another name.
+    Tag { source: String, target: String },
+    /// Remove images.
+    Rmi {
+        /// Remove even if stopped sandboxes were made from it.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Image housekeeping.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build a built-in image from this machine's packages (busybox: from
+    /// Debian's busybox-static) and import it, so sbx runs with no registry.
+    Bootstrap {
+        #[arg(default_value = "busybox")]
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IsolationArg {
+    Container,
+    Vm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetworkArg {
+    None,
+    Host,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Isolation level.
+    #[arg(long, value_enum, default_value = "container")]
+    pub isolation: IsolationArg,
+    /// Remove the sandbox when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to pass the host's value).
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file.
+    #[arg(long = "env-file")]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory inside the sandbox.
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// USER[:GROUP], names or numbers.
+    #[arg(short = 'u', long = "user")]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Memory limit (64m, 1g).
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// CPU quota, in CPUs (0.5); vCPUs for a VM.
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Maximum number of tasks (-1: unlimited).
+    #[arg(long = "pids-limit", allow_negative_numbers = true)]
+    pub pids_limit: Option<i64>,
+    /// Resource limit: NAME=SOFT[:HARD].
+    #[arg(long)]
+    pub ulimit: Vec<String>,
+    /// Mount the root filesystem read-only.
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    #[arg(long, value_enum, default_value = "none")]
+    pub network: NetworkArg,
+    /// Override the image's ENTRYPOINT ('' clears it).
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Keep stdin open.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Kill the sandbox after this many seconds.
+    #[arg(long)]
+    pub timeout: Option<f64>,
+    pub image: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}

@@ -1,0 +1,36 @@
+//! One module per group of verbs.
+
+mod image;
+mod run;
+
+use anyhow::Result;
+use sbx_shared::backend::BackendError;
+use sbx_shared::paths::Root;
+
+use crate::cli::{Cli, Command, ImageCommand};
+
+/// Run a command; the result is the process exit status.
+pub fn dispatch(cli: Cli) -> Result<u8> {
+    let root = Root::new(cli.root);
+    match cli.command {
+        Command::Run(args) => run::run(&root, args),
+        Command::Import { file, name, changes } => image::import(&root, &file, &name, &changes),
+        Command::Load { input } => image::load(&root, &input),
+        Command::Save { output, names } => image::save(&root, &output, &names),
+        Command::Images { format } => image::images(&root, &format),
+        Command::Tag { source, target } => image::tag(&root, &source, &target),
+        Command::Rmi { force, names } => image::rmi(&root, force, &names),
+        Command::Image {
+            command: ImageCommand::Bootstrap { name },
+        } => crate::bootstrap::bootstrap(&root, &name),
+    }
+}
+
+/// Errors that carry their own exit status (a workload that could not be
+/// executed: 126 or 127, as Docker reports them).
+pub fn exit_code_of(e: &anyhow::Error) -> Option<u8> {
+    e.chain().find_map(|c| match c.downcast_ref::<BackendError>() {
+        Some(BackendError::Exec { code, .. }) => u8::try_from(*code).ok(),
+        _ => None,
+    })
+}
