@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "sbx", version, about = "Run OCI images as namespace containers or KVM microVMs")]
+#[command(
+    name = "sbx",
+    version,
+    about = "Run OCI images as namespace containers or KVM microVMs"
+)]
 pub struct Cli {
     /// Where images and sandboxes are kept.
     #[arg(long, global = true, env = "SBX_ROOT", default_value = sbx_shared::paths::DEFAULT_ROOT)]
@@ -18,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a command in a new sandbox.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Import a rootfs tarball (plain, gzip or zstd; '-' for stdin) as an image.
     Import {
         file: String,

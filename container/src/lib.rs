@@ -1,1 +1,304 @@
-pub mod placeholder {}
+//! sbx-container: the namespace backend.
+//!
+//! One clone(2) with new mount, pid, uts, ipc and net namespaces (cgroup
+//! after joining the sandbox's cgroups); the child builds the rootfs, drops
+//! privileges and execs the workload as PID 1. No re-exec of sbx, no
+//! handshake beyond an error pipe that a successful exec closes.
+
+pub mod caps;
+mod cgroups;
+mod child;
+pub mod rootfs;
+pub mod seccomp;
+mod user;
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Mutex;
+
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+use sbx_shared::backend::{Backend, BackendError, ExitStatus, Sandbox, SandboxIo, Stats, Stdio};
+use sbx_shared::paths::Root;
+use sbx_shared::spec::{NetworkMode, SandboxSpec};
+
+use crate::cgroups::Cgroup;
+use crate::child::{ChildArgs, ChildStdio};
+use crate::rootfs::SandboxDirs;
+
+pub struct ContainerBackend {
+    root: Root,
+}
+
+impl ContainerBackend {
+    pub fn new(root: &Root) -> Self {
+        ContainerBackend { root: root.clone() }
+    }
+}
+
+fn setup_err(context: &str) -> impl FnOnce(Errno) -> BackendError + '_ {
+    move |e| BackendError::Setup(format!("{context}: {}", e.desc()))
+}
+
+impl Backend for ContainerBackend {
+    fn start(&self, spec: &SandboxSpec, stdio: Stdio) -> Result<Box<dyn Sandbox>, BackendError> {
+        if nix::unistd::geteuid().as_raw() != 0 {
+            return Err(BackendError::Setup(
+                "the container backend needs root (run sbx as root)".into(),
+            ));
+        }
+        let dirs = SandboxDirs::new(&spec.dir);
+        rootfs::write_etc_files(spec, &dirs)
+            .map_err(|e| BackendError::io("writing the sandbox's /etc files", e))?;
+        let seccomp = seccomp::filter(&self.root.cache())
+            .map_err(|e| BackendError::Setup(format!("seccomp profile: {e}")))?;
+        let cgroup = Cgroup::create(&spec.id, &spec.limits)
+            .map_err(|e| BackendError::Setup(format!("cgroups: {e}")))?;
+
+        match spawn(spec, &dirs, &cgroup, &seccomp, stdio) {
+            Ok((pid, io)) => Ok(Box::new(ContainerSandbox {
+                pid,
+                cgroup,
+                tty: io.tty.as_ref().and_then(|t| t.try_clone().ok()),
+                io: Mutex::new(io),
+                reaped: Mutex::new(None),
+            })),
+            Err(e) => {
+                cgroup.remove();
+                Err(e)
+            }
+        }
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), BackendError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))
+}
+
+fn spawn(
+    spec: &SandboxSpec,
+    dirs: &SandboxDirs,
+    cgroup: &Cgroup,
+    seccomp: &seccomp::BpfProgram,
+    stdio: Stdio,
+) -> Result<(Pid, SandboxIo), BackendError> {
+    let (err_read, err_write) = pipe()?;
+    let mut io = SandboxIo::default();
+    let child_stdio = if spec.process.terminal {
+        let pty =
+            nix::pty::openpty(None, None).map_err(setup_err("allocating a pseudo-terminal"))?;
+        for fd in [&pty.master, &pty.slave] {
+            nix::fcntl::fcntl(
+                fd.as_raw_fd(),
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            )
+            .map_err(setup_err("allocating a pseudo-terminal"))?;
+        }
+        io.tty = Some(File::from(pty.master));
+        ChildStdio::Tty(pty.slave)
+    } else if stdio == Stdio::Piped {
+        let stdin = if spec.process.stdin {
+            let (r, w) = pipe()?;
+            io.stdin = Some(File::from(w));
+            Some(r)
+        } else {
+            None
+        };
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        io.stdout = Some(File::from(out_r));
+        io.stderr = Some(File::from(err_r));
+        ChildStdio::Pipes {
+            stdin,
+            stdout: out_w,
+            stderr: err_w,
+        }
+    } else {
+        ChildStdio::Inherit
+    };
+
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if spec.network == NetworkMode::None {
+        flags |= libc::CLONE_NEWNET;
+    }
+    let procs = cgroup.procs_files();
+    // SAFETY: a fork-like clone (no new stack, no CLONE_VM): the child gets a
+    // copy of this single-threaded process and only runs `child::run`, which
+    // execs or exits.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    if ret < 0 {
+        return Err(setup_err("creating the sandbox's namespaces (clone)")(
+            Errno::last(),
+        ));
+    }
+    if ret == 0 {
+        drop(err_read);
+        drop(io);
+        child::run(ChildArgs {
+            spec,
+            dirs,
+            cgroup_procs: &procs,
+            seccomp,
+            error_pipe: err_write,
+            stdio: child_stdio,
+        });
+    }
+    let pid = Pid::from_raw(ret as i32);
+    drop(err_write);
+    drop(child_stdio);
+
+    // EOF with nothing read: the exec succeeded.
+    let mut report = Vec::new();
+    let _ = File::from(err_read).read_to_end(&mut report);
+    if let Some((&code, message)) = report.split_first() {
+        let _ = waitpid(pid, None);
+        let message = String::from_utf8_lossy(message).into_owned();
+        return Err(if code == 126 || code == 127 {
+            BackendError::Exec {
+                message,
+                code: code as i32,
+            }
+        } else {
+            BackendError::Setup(message)
+        });
+    }
+    Ok((pid, io))
+}
+
+/// Stats of a sandbox in no cgroup: the sum over the processes of its pid
+/// namespace (resident memory, CPU time, count).
+fn pidns_stats(init: Pid) -> Stats {
+    let mut stats = Stats::default();
+    let Ok(ns) = std::fs::read_link(format!("/proc/{init}/ns/pid")) else {
+        return stats;
+    };
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    // SAFETY: as above.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return stats;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+            .ok()
+            .as_ref()
+            != Some(&ns)
+        {
+            continue;
+        }
+        stats.pids += 1;
+        if let Ok(statm) = std::fs::read_to_string(format!("/proc/{pid}/statm")) {
+            let rss: u64 = statm
+                .split(' ')
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            stats.memory_bytes += rss * page;
+        }
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            if let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) {
+                let f: Vec<&str> = rest.split(' ').collect();
+                let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+                    + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                stats.cpu_ns += ticks * 1_000_000_000 / tick;
+            }
+        }
+    }
+    stats
+}
+
+pub struct ContainerSandbox {
+    pid: Pid,
+    cgroup: Cgroup,
+    /// A second handle on the pty master, for window-size changes after the
+    /// caller has taken the first.
+    tty: Option<File>,
+    io: Mutex<SandboxIo>,
+    /// Set once the workload has been reaped, so a late signal cannot hit a
+    /// recycled pid.
+    reaped: Mutex<Option<ExitStatus>>,
+}
+
+impl Sandbox for ContainerSandbox {
+    fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    fn take_io(&mut self) -> SandboxIo {
+        std::mem::take(&mut *self.io.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn wait(&self) -> Result<ExitStatus, BackendError> {
+        let status = loop {
+            match waitpid(self.pid, None) {
+                Ok(WaitStatus::Exited(_, code)) => break ExitStatus::exited(code),
+                Ok(WaitStatus::Signaled(_, sig, _)) => break ExitStatus::signaled(sig as i32),
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(e) => return Err(setup_err("waiting for the workload")(e)),
+            }
+        };
+        *self.reaped.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+        // PID 1 is gone, so the kernel is killing the rest of the pid
+        // namespace; the mount namespace (and with it every mount) goes with
+        // its last task. Only the cgroups need removing.
+        self.cgroup.remove();
+        Ok(status)
+    }
+
+    fn signal(&self, sig: i32) -> Result<(), BackendError> {
+        let reaped = self.reaped.lock().unwrap_or_else(|p| p.into_inner());
+        if reaped.is_some() {
+            return Ok(());
+        }
+        let sig = Signal::try_from(sig)
+            .map_err(|_| BackendError::Setup(format!("invalid signal {sig}")))?;
+        match nix::sys::signal::kill(self.pid, sig) {
+            Ok(()) | Err(Errno::ESRCH) => Ok(()),
+            Err(e) => Err(setup_err("signalling the workload")(e)),
+        }
+    }
+
+    fn stats(&self) -> Result<Stats, BackendError> {
+        if !self.cgroup.is_empty() {
+            return Ok(self.cgroup.stats());
+        }
+        Ok(pidns_stats(self.pid))
+    }
+
+    fn resize(&self, rows: u16, cols: u16) -> Result<(), BackendError> {
+        let Some(tty) = &self.tty else { return Ok(()) };
+        let size = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads the winsize we pass on a pty we hold.
+        if unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSWINSZ, &size) } != 0 {
+            return Err(setup_err("resizing the terminal")(Errno::last()));
+        }
+        Ok(())
+    }
+}

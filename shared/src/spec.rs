@@ -115,9 +115,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         Some('t') => (&t[..t.len() - 1], 1 << 40),
         _ => (t, 1),
     };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {s:?}: expected a number with an optional unit b, k, m, g"))?;
+    let n: f64 = num.parse().map_err(|_| {
+        format!("invalid size {s:?}: expected a number with an optional unit b, k, m, g")
+    })?;
     if !n.is_finite() || n < 0.0 {
         return Err(format!("invalid size {s:?}: must be a positive number"));
     }
@@ -155,22 +155,26 @@ pub fn parse_ulimit(s: &str) -> Result<Rlimit, String> {
     let (name, vals) = s
         .split_once('=')
         .ok_or_else(|| format!("invalid ulimit {s:?}: expected NAME=SOFT[:HARD]"))?;
-    let resource = rlimit_resource(name).ok_or_else(|| format!("invalid ulimit {s:?}: unknown resource {name:?}"))?;
+    let resource = rlimit_resource(name)
+        .ok_or_else(|| format!("invalid ulimit {s:?}: unknown resource {name:?}"))?;
     let num = |v: &str| -> Result<u64, String> {
         if v == "-1" || v == "unlimited" {
             return Ok(libc::RLIM_INFINITY);
         }
-        v.parse().map_err(|_| format!("invalid ulimit {s:?}: {v:?} is not a number"))
+        v.parse()
+            .map_err(|_| format!("invalid ulimit {s:?}: {v:?} is not a number"))
     };
     let (soft, hard) = match vals.split_once(':') {
         Some((a, b)) => (num(a)?, num(b)?),
         None => (num(vals)?, num(vals)?),
     };
     if soft > hard {
-        return Err(format!("invalid ulimit {s:?}: soft limit exceeds hard limit"));
+        return Err(format!(
+            "invalid ulimit {s:?}: soft limit exceeds hard limit"
+        ));
     }
     Ok(Rlimit {
-        resource: resource as u32,
+        resource,
         soft,
         hard,
     })

@@ -113,7 +113,8 @@ impl State {
     /// effects when the name is taken.
     pub fn create(&self, record: &Record) -> Result<PathBuf, StateError> {
         let dir = self.dir(&record.id);
-        fs::create_dir_all(self.root.sandboxes()).map_err(io_err("creating the sandbox directory"))?;
+        fs::create_dir_all(self.root.sandboxes())
+            .map_err(io_err("creating the sandbox directory"))?;
         if let Some(name) = &record.name {
             self.claim_name(name, &record.id)?;
         }
@@ -134,8 +135,14 @@ impl State {
         let names = self.root.names();
         fs::create_dir_all(&names).map_err(io_err("creating the names directory"))?;
         let path = names.join(name);
-        match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(mut f) => f.write_all(id.as_bytes()).map_err(io_err("claiming a name")),
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut f) => f
+                .write_all(id.as_bytes())
+                .map_err(io_err("claiming a name")),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 let owner = fs::read_to_string(&path).unwrap_or_default();
                 // A name whose sandbox record is gone (a crash between
@@ -144,7 +151,10 @@ impl State {
                     fs::write(&path, id).map_err(io_err("claiming a name"))?;
                     return Ok(());
                 }
-                Err(StateError::NameInUse(name.to_string(), crate::ids::short(&owner).to_string()))
+                Err(StateError::NameInUse(
+                    name.to_string(),
+                    crate::ids::short(&owner).to_string(),
+                ))
             }
             Err(e) => Err(io_err("claiming a name")(e)),
         }
@@ -186,7 +196,7 @@ impl State {
                 out.push(r);
             }
         }
-        out.sort_by(|a, b| b.created.cmp(&a.created));
+        out.sort_by_key(|r| std::cmp::Reverse(r.created));
         Ok(out)
     }
 

@@ -13,8 +13,12 @@ use crate::cli::{Cli, Command, ImageCommand};
 pub fn dispatch(cli: Cli) -> Result<u8> {
     let root = Root::new(cli.root);
     match cli.command {
-        Command::Run(args) => run::run(&root, args),
-        Command::Import { file, name, changes } => image::import(&root, &file, &name, &changes),
+        Command::Run(args) => run::run(&root, *args),
+        Command::Import {
+            file,
+            name,
+            changes,
+        } => image::import(&root, &file, &name, &changes),
         Command::Load { input } => image::load(&root, &input),
         Command::Save { output, names } => image::save(&root, &output, &names),
         Command::Images { format } => image::images(&root, &format),
@@ -29,8 +33,9 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
 /// Errors that carry their own exit status (a workload that could not be
 /// executed: 126 or 127, as Docker reports them).
 pub fn exit_code_of(e: &anyhow::Error) -> Option<u8> {
-    e.chain().find_map(|c| match c.downcast_ref::<BackendError>() {
-        Some(BackendError::Exec { code, .. }) => u8::try_from(*code).ok(),
-        _ => None,
-    })
+    e.chain()
+        .find_map(|c| match c.downcast_ref::<BackendError>() {
+            Some(BackendError::Exec { code, .. }) => u8::try_from(*code).ok(),
+            _ => None,
+        })
 }

@@ -1,0 +1,318 @@
+//! What the cloned child does between clone and execve. It runs as PID 1 of
+//! the new pid namespace; the parent is single-threaded when it clones, so
+//! ordinary Rust (allocation included) is safe here. Any failure is written
+//! to the error pipe and ends the child; a successful execve closes the pipe
+//! (O_CLOEXEC) with nothing written, which is how the parent learns the
+//! workload started.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigHandler, Signal};
+use nix::unistd::{Gid, Uid};
+
+use sbx_shared::spec::{NetworkMode, SandboxSpec};
+
+use crate::rootfs::{self, SandboxDirs};
+use crate::seccomp::BpfProgram;
+use crate::user;
+
+/// Exit status of the child when setup failed before exec; the parent reads
+/// the reason from the error pipe, so this value is never shown.
+const SETUP_FAILED: i32 = 125;
+
+pub struct ChildArgs<'a> {
+    pub spec: &'a SandboxSpec,
+    pub dirs: &'a SandboxDirs,
+    pub cgroup_procs: &'a [PathBuf],
+    pub seccomp: &'a BpfProgram,
+    pub error_pipe: OwnedFd,
+    pub stdio: ChildStdio,
+}
+
+/// Descriptors the child makes its 0, 1 and 2.
+pub enum ChildStdio {
+    /// Keep the caller's stdout and stderr; stdin too when `-i`, else /dev/null.
+    Inherit,
+    /// A pty slave for all three, as the controlling terminal.
+    Tty(OwnedFd),
+    Pipes {
+        stdin: Option<OwnedFd>,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+}
+
+/// Failure before exec: the message and the exit status the CLI should
+/// report (126 not executable, 127 not found, 125 anything else).
+struct Failure(i32, String);
+
+impl From<String> for Failure {
+    fn from(s: String) -> Self {
+        Failure(SETUP_FAILED, s)
+    }
+}
+
+fn sys(what: &str) -> impl FnOnce(Errno) -> Failure + '_ {
+    move |e| Failure(SETUP_FAILED, format!("{what}: {}", e.desc()))
+}
+
+/// Never returns: execs the workload or exits.
+pub fn run(args: ChildArgs) -> ! {
+    let pipe = args.error_pipe.as_raw_fd();
+    let Failure(code, message) = match setup_and_exec(&args) {
+        Ok(never) => match never {},
+        Err(f) => f,
+    };
+    let mut report = Vec::with_capacity(message.len() + 1);
+    report.push(code as u8);
+    report.extend_from_slice(message.as_bytes());
+    // SAFETY: `pipe` is the open write end of the error pipe.
+    let mut f = std::mem::ManuallyDrop::new(unsafe {
+        <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(pipe)
+    });
+    let _ = f.write_all(&report);
+    // SAFETY: _exit skips atexit handlers and destructors, which belong to
+    // the parent's copy of this address space.
+    unsafe { libc::_exit(code) }
+}
+
+enum Never {}
+
+fn setup_and_exec(args: &ChildArgs) -> Result<Never, Failure> {
+    let spec = args.spec;
+    // Die with sbx: a foreground sandbox must not outlive its CLI.
+    set_pdeathsig()?;
+
+    for procs in args.cgroup_procs {
+        std::fs::write(procs, "0")
+            .map_err(|e| format!("joining cgroup {}: {e}", procs.display()))?;
+    }
+    nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+        .map_err(sys("creating the cgroup namespace"))?;
+
+    rootfs::setup(spec, args.dirs)?;
+
+    nix::unistd::sethostname(&spec.hostname).map_err(sys("setting the hostname"))?;
+    if spec.network == NetworkMode::None {
+        loopback_up().map_err(sys("bringing up lo"))?;
+    }
+
+    setup_stdio(&args.stdio, spec.process.stdin)?;
+
+    let user = user::resolve(&spec.process.user).map_err(Failure::from)?;
+    let mut env = spec.process.env.clone();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+
+    for r in &spec.process.rlimits {
+        let lim = libc::rlimit {
+            rlim_cur: r.soft,
+            rlim_max: r.hard,
+        };
+        // SAFETY: setrlimit reads the struct we pass.
+        if unsafe { libc::setrlimit(r.resource as _, &lim) } != 0 {
+            return Err(sys("setting an rlimit")(Errno::last()));
+        }
+    }
+
+    crate::caps::drop_bounding()?;
+    let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&groups).map_err(sys("setting supplementary groups"))?;
+    let gid = Gid::from_raw(user.gid);
+    nix::unistd::setresgid(gid, gid, gid).map_err(sys("setting the group"))?;
+    let uid = Uid::from_raw(user.uid);
+    nix::unistd::setresuid(uid, uid, uid).map_err(sys("setting the user"))?;
+    if user.uid == 0 {
+        crate::caps::set_process_caps()?;
+    }
+    // Credential changes reset the parent-death signal.
+    set_pdeathsig()?;
+
+    let cwd = if spec.process.cwd.is_empty() {
+        "/"
+    } else {
+        spec.process.cwd.as_str()
+    };
+    nix::unistd::chdir(cwd).map_err(|e| {
+        Failure(
+            SETUP_FAILED,
+            format!("changing to working directory {cwd}: {}", e.desc()),
+        )
+    })?;
+
+    let program = find_program(&spec.process.args, &env)?;
+    let argv: Vec<CString> = spec
+        .process
+        .args
+        .iter()
+        .map(|a| cstring(a))
+        .collect::<Result<_, _>>()?;
+    let envp: Vec<CString> = env.iter().map(|e| cstring(e)).collect::<Result<_, _>>()?;
+
+    // Rust ignores SIGPIPE for itself; the workload must get the default.
+    // SAFETY: restoring default dispositions has no preconditions.
+    unsafe {
+        let _ = nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigDfl);
+    }
+    nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    )
+    .map_err(sys("resetting the signal mask"))?;
+    // Descriptors the caller leaked to us must not reach the workload.
+    // SAFETY: close_range only flags descriptors close-on-exec.
+    unsafe { libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
+
+    nix::sys::prctl::set_no_new_privs().map_err(sys("setting no_new_privs"))?;
+    crate::seccomp::install(args.seccomp)
+        .map_err(|e| format!("installing the seccomp filter: {e}"))?;
+
+    let e = nix::unistd::execve(&program, &argv, &envp).unwrap_err();
+    let shown = &spec.process.args[0];
+    Err(match e {
+        Errno::ENOENT => Failure(127, format!("exec {shown:?}: no such file or directory")),
+        Errno::EACCES | Errno::EPERM => Failure(126, format!("exec {shown:?}: permission denied")),
+        e => Failure(126, format!("exec {shown:?}: {}", e.desc())),
+    })
+}
+
+fn cstring(s: &str) -> Result<CString, Failure> {
+    CString::new(s).map_err(|_| {
+        Failure(
+            SETUP_FAILED,
+            format!("argument or variable {s:?} holds a NUL byte"),
+        )
+    })
+}
+
+fn set_pdeathsig() -> Result<(), Failure> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("setting the parent-death signal"))
+}
+
+/// execvp's lookup, in the sandbox's PATH, done here so that "not found"
+/// gets Docker's wording and exit status.
+fn find_program(args: &[String], env: &[String]) -> Result<CString, Failure> {
+    let name = args
+        .first()
+        .ok_or_else(|| Failure(SETUP_FAILED, "no command specified".into()))?;
+    if name.contains('/') {
+        return cstring(name);
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    let mut denied = false;
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(name);
+        let Ok(meta) = std::fs::metadata(&candidate) else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let c = CString::new(candidate.as_os_str().as_bytes())
+            .map_err(|_| Failure(SETUP_FAILED, "bad PATH".into()))?;
+        if nix::unistd::access(c.as_c_str(), nix::unistd::AccessFlags::X_OK).is_ok() {
+            return Ok(c);
+        }
+        denied = true;
+    }
+    if denied {
+        return Err(Failure(126, format!("exec {name:?}: permission denied")));
+    }
+    Err(Failure(
+        127,
+        format!("exec: {name:?}: executable file not found in $PATH"),
+    ))
+}
+
+fn setup_stdio(stdio: &ChildStdio, keep_stdin: bool) -> Result<(), Failure> {
+    let dup2 = |from: RawFd, to: RawFd| {
+        nix::unistd::dup2(from, to)
+            .map(|_| ())
+            .map_err(sys("setting up stdio"))
+    };
+    match stdio {
+        ChildStdio::Inherit => {
+            if !keep_stdin {
+                let null = nix::fcntl::open(
+                    "/dev/null",
+                    nix::fcntl::OFlag::O_RDONLY,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(sys("opening /dev/null"))?;
+                dup2(null, 0)?;
+                let _ = nix::unistd::close(null);
+            }
+        }
+        ChildStdio::Tty(slave) => {
+            nix::unistd::setsid().map_err(sys("setsid"))?;
+            // SAFETY: TIOCSCTTY on a terminal we hold makes it our
+            // controlling terminal; the argument 0 means "don't steal".
+            if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
+                return Err(sys("acquiring the controlling terminal")(Errno::last()));
+            }
+            for fd in 0..3 {
+                dup2(slave.as_raw_fd(), fd)?;
+            }
+        }
+        ChildStdio::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            match stdin {
+                Some(fd) => dup2(fd.as_raw_fd(), 0)?,
+                None => {
+                    let null = nix::fcntl::open(
+                        "/dev/null",
+                        nix::fcntl::OFlag::O_RDONLY,
+                        nix::sys::stat::Mode::empty(),
+                    )
+                    .map_err(sys("opening /dev/null"))?;
+                    dup2(null, 0)?;
+                    let _ = nix::unistd::close(null);
+                }
+            }
+            dup2(stdout.as_raw_fd(), 1)?;
+            dup2(stderr.as_raw_fd(), 2)?;
+        }
+    }
+    Ok(())
+}
+
+/// `ip link set lo up` by ioctl: cheaper than a netlink round trip.
+fn loopback_up() -> Result<(), Errno> {
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain old data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in b"lo\0".iter().enumerate() {
+        req.ifr_name[i] = *b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) != 0 {
+            return Err(Errno::last());
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) != 0 {
+            return Err(Errno::last());
+        }
+    }
+    Ok(())
+}
