@@ -15,3 +15,5 @@ impl Backend for VmBackend {
         ))
     }
 }
+
+pub mod config;
