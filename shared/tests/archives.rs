@@ -15,14 +15,22 @@ fn skopeo_inspect(target: &str) -> serde_json::Value {
         .args(["inspect", target])
         .output()
         .expect("skopeo must be installed (/usr/bin/skopeo) for this test");
-    assert!(out.status.success(), "skopeo inspect {target}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "skopeo inspect {target}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]
 fn skopeo_reads_the_store() {
     let (_dir, store) = store();
-    let image = import(&store, &tar(&[file("etc/os-release", b"ID=sbx\n")]), "busybox");
+    let image = import(
+        &store,
+        &tar(&[file("etc/os-release", b"ID=sbx\n")]),
+        "busybox",
+    );
     store.tag("busybox", "127.0.0.1:5000/team/app:1").unwrap();
     let root = store.root().dir().display().to_string();
     for name in ["busybox:latest", "127.0.0.1:5000/team/app:1"] {
@@ -39,11 +47,16 @@ fn save_rmi_load_round_trip() {
     let image = import(&store, &gzip(&tar(&[file("bin/app", b"app")])), "app:1");
     store.tag("app:1", "registry.local:5000/app:v2").unwrap();
     let out = dir.path().join("out.tar");
-    store.save(&["app:1".into(), "registry.local:5000/app:v2".into()], &out).unwrap();
+    store
+        .save(&["app:1".into(), "registry.local:5000/app:v2".into()], &out)
+        .unwrap();
 
     // Other tools read what we wrote.
     let archive = out.display().to_string();
-    assert_eq!(skopeo_inspect(&format!("oci-archive:{archive}:app:1"))["Digest"], image.manifest_digest.to_string());
+    assert_eq!(
+        skopeo_inspect(&format!("oci-archive:{archive}:app:1"))["Digest"],
+        image.manifest_digest.to_string()
+    );
     let docker = skopeo_inspect(&format!("docker-archive:{archive}"));
     assert_eq!(docker["Layers"][0], image.diff_ids[0].to_string());
 
@@ -52,15 +65,30 @@ fn save_rmi_load_round_trip() {
     let gone = store.remove("registry.local:5000/app:v2").unwrap();
     assert!(gone.deleted);
     assert!(store.blobs().list().unwrap().is_empty(), "blobs collected");
-    assert!(matches!(store.resolve("app:1"), Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.resolve("app:1"),
+        Err(StoreError::NotFound(_))
+    ));
 
     let names = store.load(&out).unwrap();
-    assert_eq!(names, vec!["app:1".to_string(), "registry.local:5000/app:v2".to_string()]);
+    assert_eq!(
+        names,
+        vec![
+            "app:1".to_string(),
+            "registry.local:5000/app:v2".to_string()
+        ]
+    );
     for name in ["app:1", "registry.local:5000/app:v2"] {
         let again = store.resolve(name).unwrap();
-        assert_eq!((again.manifest_digest, again.config_digest.clone()), (image.manifest_digest.clone(), image.config_digest.clone()));
+        assert_eq!(
+            (again.manifest_digest, again.config_digest.clone()),
+            (image.manifest_digest.clone(), image.config_digest.clone())
+        );
     }
-    let layer = store.rootfs(&store.resolve("app:1").unwrap()).unwrap().remove(0);
+    let layer = store
+        .rootfs(&store.resolve("app:1").unwrap())
+        .unwrap()
+        .remove(0);
     assert_eq!(fs::read(layer.join("bin/app")).unwrap(), b"app");
     assert_eq!(store.images().unwrap().len(), 2);
 }
@@ -110,7 +138,10 @@ fn loads_a_docker_save_archive() {
     let path = dir.path().join("docker.tar");
     fs::write(&path, gzip(&ar)).unwrap();
     let names = store.load(&path).unwrap();
-    assert_eq!(names, vec!["busybox:1.36".to_string(), "busybox:latest".to_string()]);
+    assert_eq!(
+        names,
+        vec!["busybox:1.36".to_string(), "busybox:latest".to_string()]
+    );
     let image = store.resolve("busybox").unwrap();
     assert_eq!(image.config_digest, cfg);
     assert_eq!(image.layers, vec![d1.clone(), Digest::of(&gz2), d1]);
@@ -118,7 +149,11 @@ fn loads_a_docker_save_archive() {
     assert_eq!(fs::read(dirs[0].join("etc/one")).unwrap(), b"1");
     assert_eq!(fs::read(dirs[1].join("etc/two")).unwrap(), b"2");
     // Only what the image uses is kept.
-    assert_eq!(store.blobs().list().unwrap().len(), 4, "config, manifest and two layer blobs");
+    assert_eq!(
+        store.blobs().list().unwrap().len(),
+        4,
+        "config, manifest and two layer blobs"
+    );
 }
 
 #[test]
@@ -133,7 +168,9 @@ fn loads_an_oci_archive_with_a_nested_index() {
         blobs.push((format!("blobs/sha256/{}", d.hex()), bytes));
         (d, size)
     };
-    let manifest_for = |layer: &[u8], arch: &str, add: &mut dyn FnMut(Vec<u8>) -> (Digest, usize)| {
+    let manifest_for = |layer: &[u8],
+                        arch: &str,
+                        add: &mut dyn FnMut(Vec<u8>) -> (Digest, usize)| {
         let z = zstd(layer);
         let (ld, ls) = add(z);
         let (cd, cs) = add(config_json(&[Digest::of(layer)]));
@@ -167,7 +204,10 @@ fn loads_an_oci_archive_with_a_nested_index() {
         ],
     });
     let index = serde_json::to_vec(&index).unwrap();
-    let mut files: Vec<(&str, &[u8])> = vec![("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#), ("index.json", &index)];
+    let mut files: Vec<(&str, &[u8])> = vec![
+        ("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
+        ("index.json", &index),
+    ];
     files.extend(blobs.iter().map(|(n, b)| (n.as_str(), b.as_slice())));
     let path = dir.path().join("oci.tar");
     fs::write(&path, archive(&files, &[])).unwrap();
@@ -183,7 +223,13 @@ fn loads_an_oci_archive_with_a_nested_index() {
 fn archives_with_bad_blobs_are_refused() {
     let (dir, store) = store();
     let wrong = Digest::of(b"something else");
-    let ar = archive(&[("oci-layout", b"{}"), (&format!("blobs/sha256/{}", wrong.hex()), b"content")], &[]);
+    let ar = archive(
+        &[
+            ("oci-layout", b"{}"),
+            (&format!("blobs/sha256/{}", wrong.hex()), b"content"),
+        ],
+        &[],
+    );
     let path = dir.path().join("bad.tar");
     fs::write(&path, ar).unwrap();
     let err = store.load(&path).unwrap_err().to_string();
@@ -192,7 +238,10 @@ fn archives_with_bad_blobs_are_refused() {
 
     fs::write(&path, b"this is not a tar archive at all, just some text").unwrap();
     assert!(store.load(&path).is_err());
-    let err = store.load(&dir.path().join("missing.tar")).unwrap_err().to_string();
+    let err = store
+        .load(&dir.path().join("missing.tar"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("missing.tar"), "{err}");
 }
 
@@ -201,12 +250,30 @@ fn resolve_by_id_prefix_and_digest() {
     let (_dir, store) = store();
     let image = import(&store, &tar(&[file("x", b"1")]), "one");
     let id = image.config_digest.to_string();
-    assert_eq!(store.resolve(&id).unwrap().manifest_digest, image.manifest_digest);
+    assert_eq!(
+        store.resolve(&id).unwrap().manifest_digest,
+        image.manifest_digest
+    );
     assert_eq!(store.resolve(&id[7..19]).unwrap().name, "one:latest");
-    assert_eq!(store.resolve(&id[7..11]).unwrap().config_digest, image.config_digest);
+    assert_eq!(
+        store.resolve(&id[7..11]).unwrap().config_digest,
+        image.config_digest
+    );
     let pinned = format!("one@{}", image.manifest_digest);
-    assert_eq!(store.resolve(&pinned).unwrap().config_digest, image.config_digest);
-    assert!(matches!(store.resolve(&id[7..10]), Err(StoreError::NotFound(_))), "3 digits are too few");
-    assert!(matches!(store.resolve("nothere"), Err(StoreError::NotFound(_))));
-    assert!(matches!(store.resolve("Bad Name"), Err(StoreError::InvalidName(_))));
+    assert_eq!(
+        store.resolve(&pinned).unwrap().config_digest,
+        image.config_digest
+    );
+    assert!(
+        matches!(store.resolve(&id[7..10]), Err(StoreError::NotFound(_))),
+        "3 digits are too few"
+    );
+    assert!(matches!(
+        store.resolve("nothere"),
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.resolve("Bad Name"),
+        Err(StoreError::InvalidName(_))
+    ));
 }

@@ -12,7 +12,8 @@ use sbx_shared::state::State;
 use sbx_shared::store::{change, ImageSummary, RuntimeConfig, Store};
 
 fn open_store(root: &Root) -> Result<Store> {
-    Store::open(root).with_context(|| format!("opening the image store in {}", root.dir().display()))
+    Store::open(root)
+        .with_context(|| format!("opening the image store in {}", root.dir().display()))
 }
 
 pub fn import(root: &Root, file: &str, name: &str, changes: &[String]) -> Result<u8> {
@@ -69,7 +70,9 @@ pub fn images(root: &Root, format: &str) -> Result<u8> {
 
 pub fn tag(root: &Root, src: &str, dst: &str) -> Result<u8> {
     let store = open_store(root)?;
-    store.tag(src, dst).with_context(|| format!("tagging {src} as {dst}"))?;
+    store
+        .tag(src, dst)
+        .with_context(|| format!("tagging {src} as {dst}"))?;
     Ok(0)
 }
 
@@ -77,7 +80,9 @@ pub fn rmi(root: &Root, force: bool, names: &[String]) -> Result<u8> {
     let store = open_store(root)?;
     let sandboxes = State::new(root).list().context("listing sandboxes")?;
     for name in names {
-        let image = store.resolve(name).with_context(|| format!("removing {name}"))?;
+        let image = store
+            .resolve(name)
+            .with_context(|| format!("removing {name}"))?;
         let id = image.config_digest.to_string();
         // Untagging one of several names leaves the image: only its last
         // name (or removal by id) needs it unused.
@@ -105,7 +110,9 @@ pub fn rmi(root: &Root, force: bool, names: &[String]) -> Result<u8> {
                 }
             }
         }
-        let removed = store.remove(name).with_context(|| format!("removing {name}"))?;
+        let removed = store
+            .remove(name)
+            .with_context(|| format!("removing {name}"))?;
         for untagged in &removed.untagged {
             println!("Untagged: {untagged}");
         }
@@ -147,7 +154,13 @@ fn table(images: &[ImageSummary], now: DateTime<Utc>) -> String {
             .iter()
             .zip(widths)
             .enumerate()
-            .map(|(i, (c, w))| if i == 4 { c.clone() } else { format!("{c:<w$}") })
+            .map(|(i, (c, w))| {
+                if i == 4 {
+                    c.clone()
+                } else {
+                    format!("{c:<w$}")
+                }
+            })
             .collect();
         out.push_str(cells.join("   ").trim_end());
         out.push('\n');

@@ -55,9 +55,13 @@ impl<R: Read> Read for HashReader<R> {
 /// fsync of the directory.
 pub fn write_atomic(tmp: &Path, dest: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     fs::create_dir_all(tmp).map_err(io_err("create", tmp))?;
-    let mut file = tempfile::NamedTempFile::new_in(tmp).map_err(io_err("create a temp file in", tmp))?;
-    file.write_all(bytes).map_err(io_err("write", file.path()))?;
-    file.as_file().sync_all().map_err(io_err("fsync", file.path()))?;
+    let mut file =
+        tempfile::NamedTempFile::new_in(tmp).map_err(io_err("create a temp file in", tmp))?;
+    file.write_all(bytes)
+        .map_err(io_err("write", file.path()))?;
+    file.as_file()
+        .sync_all()
+        .map_err(io_err("fsync", file.path()))?;
     file.persist(dest).map_err(|e| StoreError::Io {
         op: "rename into place",
         path: dest.to_path_buf(),
@@ -72,6 +76,13 @@ pub fn sync_dir(path: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err("fsync directory", dir))
+}
+
+/// Content written and hashed but not yet under `blobs/`.
+pub struct Staged {
+    pub file: tempfile::NamedTempFile,
+    pub digest: Digest,
+    pub size: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -102,23 +113,44 @@ impl Blobs {
 
     /// Store a stream. With `expected`, the content must hash to it or
     /// nothing is stored. Returns the digest and the size.
-    pub fn put_reader(&self, reader: &mut dyn Read, expected: Option<&Digest>) -> Result<(Digest, u64), StoreError> {
-        fs::create_dir_all(&self.tmp).map_err(io_err("create", &self.tmp))?;
-        fs::create_dir_all(&self.dir).map_err(io_err("create", &self.dir))?;
-        let mut file =
-            tempfile::NamedTempFile::new_in(&self.tmp).map_err(io_err("create a temp file in", &self.tmp))?;
-        let mut hashed = HashReader::new(reader);
-        io::copy(&mut hashed, file.as_file_mut()).map_err(io_err("write blob to", file.path()))?;
-        let (digest, size) = hashed.finish().map_err(io_err("read blob for", file.path()))?;
+    pub fn put_reader(
+        &self,
+        reader: &mut dyn Read,
+        expected: Option<&Digest>,
+    ) -> Result<(Digest, u64), StoreError> {
+        let staged = self.stage(reader)?;
         if let Some(expected) = expected {
-            if *expected != digest {
+            if *expected != staged.digest {
                 return Err(StoreError::DigestMismatch {
                     expected: expected.clone(),
-                    actual: digest,
+                    actual: staged.digest,
                 });
             }
         }
-        file.as_file().sync_all().map_err(io_err("fsync", file.path()))?;
+        self.commit(staged)
+    }
+
+    /// Write a stream to a temp file under `tmp/`, hashing it; nothing is
+    /// under `blobs/` until [`Blobs::commit`]. Dropping it removes it.
+    pub fn stage(&self, reader: &mut dyn Read) -> Result<Staged, StoreError> {
+        fs::create_dir_all(&self.tmp).map_err(io_err("create", &self.tmp))?;
+        let mut file = tempfile::NamedTempFile::new_in(&self.tmp)
+            .map_err(io_err("create a temp file in", &self.tmp))?;
+        let mut hashed = HashReader::new(reader);
+        io::copy(&mut hashed, file.as_file_mut()).map_err(io_err("write blob to", file.path()))?;
+        let (digest, size) = hashed
+            .finish()
+            .map_err(io_err("read blob for", file.path()))?;
+        Ok(Staged { file, digest, size })
+    }
+
+    /// fsync a staged blob and rename it to its digest.
+    pub fn commit(&self, staged: Staged) -> Result<(Digest, u64), StoreError> {
+        fs::create_dir_all(&self.dir).map_err(io_err("create", &self.dir))?;
+        let Staged { file, digest, size } = staged;
+        file.as_file()
+            .sync_all()
+            .map_err(io_err("fsync", file.path()))?;
         let dest = self.path(&digest);
         file.persist(&dest).map_err(|e| StoreError::Io {
             op: "rename blob into place",
@@ -153,7 +185,11 @@ impl Blobs {
     }
 
     /// Read a metadata blob whole, checking its digest.
-    pub fn read_verified(&self, digest: &Digest, what: &'static str) -> Result<Vec<u8>, StoreError> {
+    pub fn read_verified(
+        &self,
+        digest: &Digest,
+        what: &'static str,
+    ) -> Result<Vec<u8>, StoreError> {
         let file = self.open(digest)?;
         let path = self.path(digest);
         let len = file.metadata().map_err(io_err("stat", &path))?.len();
@@ -169,7 +205,9 @@ impl Blobs {
             .read_to_end(&mut bytes)
             .map_err(io_err("read blob", &path))?;
         if Digest::of(&bytes) != *digest {
-            return Err(StoreError::Corrupt { digest: digest.clone() });
+            return Err(StoreError::Corrupt {
+                digest: digest.clone(),
+            });
         }
         Ok(bytes)
     }
@@ -199,7 +237,11 @@ impl Blobs {
         };
         Ok(entries
             .flatten()
-            .filter_map(|e| format!("sha256:{}", e.file_name().to_string_lossy()).parse().ok())
+            .filter_map(|e| {
+                format!("sha256:{}", e.file_name().to_string_lossy())
+                    .parse()
+                    .ok()
+            })
             .collect())
     }
 }
@@ -213,11 +255,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let blobs = Blobs::new(dir.path(), &dir.path().join("tmp"));
         let wrong = Digest::of(b"other");
-        let err = blobs.put_reader(&mut &b"content"[..], Some(&wrong)).unwrap_err();
+        let err = blobs
+            .put_reader(&mut &b"content"[..], Some(&wrong))
+            .unwrap_err();
         assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
         assert!(blobs.list().unwrap().is_empty());
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
-        let (d, n) = blobs.put_reader(&mut &b"content"[..], Some(&Digest::of(b"content"))).unwrap();
+        let (d, n) = blobs
+            .put_reader(&mut &b"content"[..], Some(&Digest::of(b"content")))
+            .unwrap();
         assert_eq!((d.clone(), n), (Digest::of(b"content"), 7));
         assert_eq!(blobs.read_verified(&d, "test").unwrap(), b"content");
     }
@@ -229,7 +275,10 @@ mod tests {
         let (d, _) = blobs.put_bytes(b"{\"a\":1}").unwrap();
         fs::write(blobs.path(&d), b"{\"a\":2}").unwrap();
         let err = blobs.read_verified(&d, "test").unwrap_err();
-        assert_eq!(err.to_string(), format!("blob {d} is corrupt (digest mismatch)"));
+        assert_eq!(
+            err.to_string(),
+            format!("blob {d} is corrupt (digest mismatch)")
+        );
         assert!(!blobs.verify(&d).unwrap());
     }
 }

@@ -12,10 +12,14 @@ pub fn apply(config: &mut RuntimeConfig, change: &str) -> Result<(), StoreError>
     let rest = rest.trim();
     match instruction.to_ascii_uppercase().as_str() {
         "CMD" => {
-            config.set_cmd(Some(command(rest).ok_or_else(|| bad("CMD needs a command"))?));
+            config.set_cmd(Some(
+                command(rest).ok_or_else(|| bad("CMD needs a command"))?,
+            ));
         }
         "ENTRYPOINT" => {
-            config.set_entrypoint(Some(command(rest).ok_or_else(|| bad("ENTRYPOINT needs a command"))?));
+            config.set_entrypoint(Some(
+                command(rest).ok_or_else(|| bad("ENTRYPOINT needs a command"))?,
+            ));
         }
         "ENV" => {
             let pairs = env_pairs(rest).map_err(|why| bad(&why))?;
@@ -34,7 +38,11 @@ pub fn apply(config: &mut RuntimeConfig, change: &str) -> Result<(), StoreError>
             config.set_user(Some(rest.to_string()));
         }
         "WORKDIR" | "USER" => return Err(bad("needs a value")),
-        _ => return Err(bad("supported instructions are CMD, ENTRYPOINT, ENV, WORKDIR and USER")),
+        _ => {
+            return Err(bad(
+                "supported instructions are CMD, ENTRYPOINT, ENV, WORKDIR and USER",
+            ))
+        }
     }
     Ok(())
 }
@@ -125,9 +133,15 @@ mod tests {
     fn changes() {
         let mut c = RuntimeConfig::default();
         apply(&mut c, r#"CMD ["/bin/echo", "hi"]"#).unwrap();
-        assert_eq!(c.cmd().as_deref(), Some(&["/bin/echo".to_string(), "hi".to_string()][..]));
+        assert_eq!(
+            c.cmd().as_deref(),
+            Some(&["/bin/echo".to_string(), "hi".to_string()][..])
+        );
         apply(&mut c, "ENTRYPOINT echo $HOME").unwrap();
-        assert_eq!(c.entrypoint().clone().unwrap(), vec!["/bin/sh", "-c", "echo $HOME"]);
+        assert_eq!(
+            c.entrypoint().clone().unwrap(),
+            vec!["/bin/sh", "-c", "echo $HOME"]
+        );
         apply(&mut c, "ENV A=1 B=\"two words\"").unwrap();
         apply(&mut c, "ENV A 3").unwrap();
         assert_eq!(c.env().clone().unwrap(), vec!["B=two words", "A=3"]);

@@ -44,13 +44,27 @@ impl Compression {
 }
 
 /// Sniff `reader` and wrap it in the matching decoder.
-pub fn decoder<'a, R: BufRead + 'a>(mut reader: R) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+pub fn decoder<'a, R: BufRead + 'a>(
+    mut reader: R,
+) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
     let head = fill_at_least(&mut reader, 6)?;
     let kind = Compression::detect(&head)?;
     let decoded: Box<dyn Read + 'a> = match kind {
-        Compression::None => Box::new(PrefixReader { head, pos: 0, inner: reader }),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(PrefixReader { head, pos: 0, inner: reader })),
-        Compression::Zstd => Box::new(zstd::Decoder::new(PrefixReader { head, pos: 0, inner: reader })?),
+        Compression::None => Box::new(PrefixReader {
+            head,
+            pos: 0,
+            inner: reader,
+        }),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(PrefixReader {
+            head,
+            pos: 0,
+            inner: reader,
+        })),
+        Compression::Zstd => Box::new(zstd::Decoder::new(PrefixReader {
+            head,
+            pos: 0,
+            inner: reader,
+        })?),
     };
     Ok((kind, decoded))
 }
@@ -101,7 +115,11 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(&data).unwrap();
         roundtrip(&data, gz.finish().unwrap(), Compression::Gzip);
-        roundtrip(&data, zstd::encode_all(&data[..], 3).unwrap(), Compression::Zstd);
+        roundtrip(
+            &data,
+            zstd::encode_all(&data[..], 3).unwrap(),
+            Compression::Zstd,
+        );
         roundtrip(b"abc", b"abc".to_vec(), Compression::None);
         assert!(Compression::detect(b"BZh91AY").is_err());
     }

@@ -31,7 +31,11 @@ pub enum StoreError {
     #[error("blob {0} is missing from the store")]
     MissingBlob(Digest),
     #[error("blob {digest} is larger than the {limit} bytes allowed for {what}")]
-    TooLarge { what: &'static str, digest: Digest, limit: u64 },
+    TooLarge {
+        what: &'static str,
+        digest: Digest,
+        limit: u64,
+    },
     #[error("parse {what}: {source}")]
     Json {
         what: String,
@@ -53,7 +57,10 @@ pub enum StoreError {
 }
 
 /// `map_err` helper: an io error on `path` during `op`.
-pub(crate) fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StoreError {
+pub(crate) fn io_err(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(io::Error) -> StoreError {
     let path = path.into();
     move |source| StoreError::Io { op, path, source }
 }

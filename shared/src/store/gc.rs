@@ -67,10 +67,11 @@ fn mark(
     blobs.insert(digest.clone());
     if *desc.media_type() == MediaType::ImageIndex {
         let bytes = store.blobs.read_verified(&digest, "an image index")?;
-        let nested: ImageIndex = serde_json::from_slice(&bytes).map_err(|source| StoreError::Json {
-            what: format!("image index {digest}"),
-            source,
-        })?;
+        let nested: ImageIndex =
+            serde_json::from_slice(&bytes).map_err(|source| StoreError::Json {
+                what: format!("image index {digest}"),
+                source,
+            })?;
         for child in nested.manifests() {
             mark(store, child, blobs, layers, false)?;
         }

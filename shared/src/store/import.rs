@@ -8,12 +8,13 @@ use std::io::{self, BufReader, Read};
 
 use chrono::{SecondsFormat, Utc};
 use oci_spec::image::{
-    Arch, Descriptor, HistoryBuilder, ImageConfigurationBuilder, ImageManifestBuilder, MediaType, Os, RootFsBuilder,
+    Arch, Descriptor, HistoryBuilder, ImageConfigurationBuilder, ImageManifestBuilder, MediaType,
+    Os, RootFsBuilder,
 };
 
 use super::blobs::Blobs;
 use super::compress::decoder;
-use super::error::StoreError;
+use super::error::{io_err, StoreError};
 use super::index::oci_digest;
 use super::RuntimeConfig;
 use crate::digest::Digest;
@@ -23,23 +24,28 @@ fn spec_err(e: oci_spec::OciSpecError) -> StoreError {
 }
 
 /// Store the layer, config and manifest; returns the manifest digest.
-pub fn import(blobs: &Blobs, reader: &mut dyn Read, config: RuntimeConfig) -> Result<Digest, StoreError> {
-    let (_, mut plain) = decoder(BufReader::new(reader)).map_err(|e| StoreError::BadTarball(e.to_string()))?;
-    let existed_before = |d: &Digest| blobs.exists(d);
-    let (layer, layer_size) = blobs.put_reader(&mut plain, None).map_err(|e| match e {
-        StoreError::Io { source, .. } if is_decode_error(&source) => StoreError::BadTarball(source.to_string()),
+pub fn import(
+    blobs: &Blobs,
+    reader: &mut dyn Read,
+    config: RuntimeConfig,
+) -> Result<Digest, StoreError> {
+    let (_, mut plain) =
+        decoder(BufReader::new(reader)).map_err(|e| StoreError::BadTarball(e.to_string()))?;
+    let staged = blobs.stage(&mut plain).map_err(|e| match e {
+        StoreError::Io { source, .. } if is_decode_error(&source) => {
+            StoreError::BadTarball(source.to_string())
+        }
         e => e,
     })?;
-    if layer_size == 0 {
-        blobs.remove(&layer)?;
+    if staged.size == 0 {
         return Err(StoreError::BadTarball("the tarball is empty".into()));
     }
-    if let Err(e) = check_tar(blobs, &layer) {
-        if !existed_before(&layer) {
-            blobs.remove(&layer)?;
-        }
-        return Err(StoreError::BadTarball(format!("not a valid tar archive: {e}")));
-    }
+    let file = staged
+        .file
+        .reopen()
+        .map_err(io_err("reopen", staged.file.path()))?;
+    check_tar(file).map_err(|e| StoreError::BadTarball(format!("not a valid tar archive: {e}")))?;
+    let (layer, layer_size) = blobs.commit(staged)?;
 
     let now = Utc::now().to_rfc3339_opts(SecondsFormat::Nanos, true);
     let history = HistoryBuilder::default()
@@ -71,8 +77,16 @@ pub fn import(blobs: &Blobs, reader: &mut dyn Read, config: RuntimeConfig) -> Re
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
-        .config(Descriptor::new(MediaType::ImageConfig, config_size, oci_digest(&config_digest)?))
-        .layers(vec![Descriptor::new(MediaType::ImageLayer, layer_size, oci_digest(&layer)?)])
+        .config(Descriptor::new(
+            MediaType::ImageConfig,
+            config_size,
+            oci_digest(&config_digest)?,
+        ))
+        .layers(vec![Descriptor::new(
+            MediaType::ImageLayer,
+            layer_size,
+            oci_digest(&layer)?,
+        )])
         .build()
         .map_err(spec_err)?;
     let manifest_bytes = serde_json::to_vec(&manifest).map_err(|source| StoreError::Json {
@@ -86,19 +100,19 @@ pub fn import(blobs: &Blobs, reader: &mut dyn Read, config: RuntimeConfig) -> Re
 fn is_decode_error(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof | io::ErrorKind::Other
+        io::ErrorKind::InvalidData
+            | io::ErrorKind::InvalidInput
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::Other
     )
 }
 
 /// Walk every entry of a stored tar so a malformed one is refused now,
 /// not at the first `run`.
-fn check_tar(blobs: &Blobs, layer: &Digest) -> Result<(), StoreError> {
-    let file = blobs.open(layer)?;
+fn check_tar(file: std::fs::File) -> io::Result<()> {
     let mut archive = tar::Archive::new(BufReader::new(file));
-    let bad = |e: io::Error| StoreError::BadTarball(e.to_string());
-    for entry in archive.entries().map_err(bad)? {
-        let mut entry = entry.map_err(bad)?;
-        io::copy(&mut entry, &mut io::sink()).map_err(bad)?;
+    for entry in archive.entries()? {
+        io::copy(&mut entry?, &mut io::sink())?;
     }
     Ok(())
 }

@@ -95,7 +95,8 @@ impl Layout {
         if layout.is_file() && self.index_path().is_file() {
             return Ok(());
         }
-        fs::create_dir_all(self.dir.join("blobs").join("sha256")).map_err(io_err("create", &self.dir))?;
+        fs::create_dir_all(self.dir.join("blobs").join("sha256"))
+            .map_err(io_err("create", &self.dir))?;
         if !layout.is_file() {
             write_atomic(&self.tmp, &layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
         }
@@ -111,7 +112,10 @@ impl Layout {
             Err(e) => return Err(io_err("read", path)(e)),
         };
         if bytes.len() as u64 > METADATA_LIMIT {
-            return Err(StoreError::Other(format!("{} is too large", path.display())));
+            return Err(StoreError::Other(format!(
+                "{} is too large",
+                path.display()
+            )));
         }
         serde_json::from_slice(&bytes).map_err(|source| StoreError::Json {
             what: path.display().to_string(),
@@ -120,7 +124,10 @@ impl Layout {
     }
 
     /// Read, change and write the index under its lock.
-    pub fn update<T>(&self, f: impl FnOnce(&mut Vec<Descriptor>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    pub fn update<T>(
+        &self,
+        f: impl FnOnce(&mut Vec<Descriptor>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let _lock = lock_exclusive(&self.locks().join("index.lock"))?;
         let mut index = self.read()?;
         let mut manifests = index.manifests().clone();
@@ -158,10 +165,17 @@ pub fn digest_of(d: &Descriptor) -> Result<Digest, StoreError> {
 }
 
 /// A manifest descriptor named `name` (none for an unnamed entry).
-pub fn manifest_descriptor(digest: &Digest, size: u64, name: Option<&str>) -> Result<Descriptor, StoreError> {
+pub fn manifest_descriptor(
+    digest: &Digest,
+    size: u64,
+    name: Option<&str>,
+) -> Result<Descriptor, StoreError> {
     let mut d = Descriptor::new(MediaType::ImageManifest, size, oci_digest(digest)?);
     if let Some(name) = name {
-        d.set_annotations(Some(HashMap::from([(REF_NAME.to_string(), name.to_string())])));
+        d.set_annotations(Some(HashMap::from([(
+            REF_NAME.to_string(),
+            name.to_string(),
+        )])));
     }
     Ok(d)
 }
@@ -189,7 +203,8 @@ pub fn set_ref(manifests: &mut Vec<Descriptor>, name: &str, target: Descriptor) 
     // An unnamed entry for the manifest now named is superseded.
     manifests.retain(|d| !(ref_name(d).is_none() && d.digest() == target.digest()));
     if let Some(mut old) = displaced {
-        let still_used = old.digest() == target.digest() || manifests.iter().any(|d| d.digest() == old.digest());
+        let still_used =
+            old.digest() == target.digest() || manifests.iter().any(|d| d.digest() == old.digest());
         if !still_used {
             old.set_annotations(None);
             manifests.push(old);

@@ -46,7 +46,12 @@ impl<R: Read> Read for Tee<R> {
 }
 
 /// Unpack the layer blob `blob` (diff-id `diff_id`) unless it already is.
-pub fn ensure_unpacked(root: &Root, blobs: &Blobs, blob: &Digest, diff_id: &Digest) -> Result<PathBuf, StoreError> {
+pub fn ensure_unpacked(
+    root: &Root,
+    blobs: &Blobs,
+    blob: &Digest,
+    diff_id: &Digest,
+) -> Result<PathBuf, StoreError> {
     let dest = layer_dir(root, diff_id);
     if dest.is_dir() {
         return Ok(dest);
@@ -59,7 +64,8 @@ pub fn ensure_unpacked(root: &Root, blobs: &Blobs, blob: &Digest, diff_id: &Dige
         .prefix("layer-")
         .tempdir_in(&tmp_root)
         .map_err(io_err("create a temp directory in", &tmp_root))?;
-    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).map_err(io_err("chmod", tmp.path()))?;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
+        .map_err(io_err("chmod", tmp.path()))?;
 
     let layer = |reason: String| StoreError::BadLayer {
         layer: blob.to_string(),
@@ -72,12 +78,18 @@ pub fn ensure_unpacked(root: &Root, blobs: &Blobs, blob: &Digest, diff_id: &Dige
                 "uncompressed content is {actual_diff}, but the image config says {diff_id}"
             )))
         }
-        Err(Failure::Corrupt) => return Err(StoreError::Corrupt { digest: blob.clone() }),
+        Err(Failure::Corrupt) => {
+            return Err(StoreError::Corrupt {
+                digest: blob.clone(),
+            })
+        }
         Err(Failure::Store(e)) => return Err(e),
         Err(Failure::Layer(reason)) => {
             // A damaged blob often shows as a bad tar first: say which.
             if !blobs.verify(blob)? {
-                return Err(StoreError::Corrupt { digest: blob.clone() });
+                return Err(StoreError::Corrupt {
+                    digest: blob.clone(),
+                });
             }
             return Err(layer(reason));
         }
@@ -112,7 +124,11 @@ enum Failure {
 
 /// Unpack `blob` into `dir`; returns (stats, diff-id) once the blob's own
 /// digest is confirmed.
-fn unpack_verified(blobs: &Blobs, blob: &Digest, dir: &Path) -> Result<(UnpackStats, Digest), Failure> {
+fn unpack_verified(
+    blobs: &Blobs,
+    blob: &Digest,
+    dir: &Path,
+) -> Result<(UnpackStats, Digest), Failure> {
     let file = blobs.open(blob).map_err(Failure::Store)?;
     let mut rest = file
         .try_clone()
@@ -124,7 +140,8 @@ fn unpack_verified(blobs: &Blobs, blob: &Digest, dir: &Path) -> Result<(UnpackSt
             inner: file,
             hash: blob_hash.clone(),
         };
-        let (_, decoded) = decoder(BufReader::new(raw)).map_err(|e| Failure::Layer(e.to_string()))?;
+        let (_, decoded) =
+            decoder(BufReader::new(raw)).map_err(|e| Failure::Layer(e.to_string()))?;
         let mut plain = Tee {
             inner: decoded,
             hash: diff_hash.clone(),
@@ -132,7 +149,8 @@ fn unpack_verified(blobs: &Blobs, blob: &Digest, dir: &Path) -> Result<(UnpackSt
         let stats = unpack(&mut plain, dir).map_err(|e| Failure::Layer(e.to_string()))?;
         // The diff-id covers the whole stream, padding after the
         // end-of-archive marker included.
-        io::copy(&mut plain, &mut io::sink()).map_err(|e| Failure::Layer(format!("decompress: {e}")))?;
+        io::copy(&mut plain, &mut io::sink())
+            .map_err(|e| Failure::Layer(format!("decompress: {e}")))?;
         stats
     };
     // What the decoder did not read (trailing bytes) is still the blob's.
@@ -140,7 +158,8 @@ fn unpack_verified(blobs: &Blobs, blob: &Digest, dir: &Path) -> Result<(UnpackSt
         inner: &mut rest,
         hash: blob_hash.clone(),
     };
-    io::copy(&mut tail, &mut io::sink()).map_err(|e| Failure::Store(io_err("read blob", blobs.path(blob))(e)))?;
+    io::copy(&mut tail, &mut io::sink())
+        .map_err(|e| Failure::Store(io_err("read blob", blobs.path(blob))(e)))?;
     let blob_actual = Digest::from_sha256(&blob_hash.borrow().clone().finalize());
     if blob_actual != *blob {
         return Err(Failure::Corrupt);

@@ -13,7 +13,9 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, ImageManifestBuilder, MediaType};
+use oci_spec::image::{
+    Descriptor, ImageConfiguration, ImageIndex, ImageManifest, ImageManifestBuilder, MediaType,
+};
 
 use super::blobs::Blobs;
 use super::compress::{decoder, Compression};
@@ -67,7 +69,8 @@ pub fn load(blobs: &Blobs, tmp: &Path, path: &Path) -> Result<Vec<Loaded>, Store
     } else if archive.files.contains_key("manifest.json") {
         archive.load_docker()
     } else {
-        Err(archive.bad("neither an OCI archive (index.json) nor a docker-archive (manifest.json)".into()))
+        Err(archive
+            .bad("neither an OCI archive (index.json) nor a docker-archive (manifest.json)".into()))
     }
 }
 
@@ -101,17 +104,23 @@ fn read_archive<'a>(blobs: &'a Blobs, path: &Path) -> Result<Archive<'a>, StoreE
     for entry in tar.entries().map_err(|e| bad(format!("read tar: {e}")))? {
         let mut entry = entry.map_err(|e| bad(format!("read tar: {e}")))?;
         let raw = entry.path_bytes().into_owned();
-        let Some(name) = normalize(&raw) else { continue };
+        let Some(name) = normalize(&raw) else {
+            continue;
+        };
         let node = match entry.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let blob_name = name.strip_prefix("blobs/sha256/").and_then(|h| format!("sha256:{h}").parse().ok());
+                let blob_name = name
+                    .strip_prefix("blobs/sha256/")
+                    .and_then(|h| format!("sha256:{h}").parse().ok());
                 if let Some(digest) = blob_name {
                     match blobs.put_reader(&mut entry, Some(&digest)) {
                         Ok(_) => Node::Blob(digest),
                         Err(StoreError::DigestMismatch { expected, .. }) => {
                             return Err(bad(format!("{name} does not match its digest {expected}")))
                         }
-                        Err(StoreError::Io { source, .. }) => return Err(bad(format!("read {name}: {source}"))),
+                        Err(StoreError::Io { source, .. }) => {
+                            return Err(bad(format!("read {name}: {source}")))
+                        }
                         Err(e) => return Err(e),
                     }
                 } else if entry.size() <= SMALL_FILE {
@@ -127,25 +136,37 @@ fn read_archive<'a>(blobs: &'a Blobs, path: &Path) -> Result<Archive<'a>, StoreE
                 } else {
                     match blobs.put_reader(&mut entry, None) {
                         Ok((digest, _)) => Node::Blob(digest),
-                        Err(StoreError::Io { source, .. }) => return Err(bad(format!("read {name}: {source}"))),
+                        Err(StoreError::Io { source, .. }) => {
+                            return Err(bad(format!("read {name}: {source}")))
+                        }
                         Err(e) => return Err(e),
                     }
                 }
             }
             tar::EntryType::Symlink => {
-                let target = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
                 let joined = if target.starts_with(b"/") {
                     target
                 } else {
                     let dir = name.rsplit_once('/').map_or("", |(d, _)| d);
                     [dir.as_bytes(), b"/", &target].concat()
                 };
-                let Some(target) = normalize(&joined) else { continue };
+                let Some(target) = normalize(&joined) else {
+                    continue;
+                };
                 Node::Link(target)
             }
             tar::EntryType::Link => {
-                let target = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
-                let Some(target) = normalize(&target) else { continue };
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                let Some(target) = normalize(&target) else {
+                    continue;
+                };
                 Node::Link(target)
             }
             _ => continue,
@@ -196,7 +217,11 @@ impl Archive<'_> {
         }
     }
 
-    fn json<T: serde::de::DeserializeOwned>(&self, name: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
         serde_json::from_slice(bytes).map_err(|source| StoreError::Json {
             what: format!("{name} in {}", self.path.display()),
             source,
@@ -206,11 +231,18 @@ impl Archive<'_> {
     /// `RepoTags` of manifest.json by config digest, when there is one.
     fn docker_tags(&self) -> HashMap<Digest, Vec<String>> {
         let mut out = HashMap::new();
-        let Ok(bytes) = self.bytes("manifest.json") else { return out };
-        let Ok(entries) = serde_json::from_slice::<Vec<DockerEntry>>(&bytes) else { return out };
+        let Ok(bytes) = self.bytes("manifest.json") else {
+            return out;
+        };
+        let Ok(entries) = serde_json::from_slice::<Vec<DockerEntry>>(&bytes) else {
+            return out;
+        };
         for e in entries {
             if let (Ok(Node::Blob(d)), Some(tags)) = (self.node(&e.config), e.repo_tags) {
-                out.insert(d.clone(), tags.iter().filter_map(|t| familiar(t).ok()).collect());
+                out.insert(
+                    d.clone(),
+                    tags.iter().filter_map(|t| familiar(t).ok()).collect(),
+                );
             }
         }
         out
@@ -224,8 +256,10 @@ impl Archive<'_> {
             let mut names = names_of(desc);
             let manifest_desc = if is_index(desc.media_type()) {
                 let digest = self.present(desc)?;
-                let nested: ImageIndex =
-                    self.json(&format!("index {digest}"), &self.blobs.read_verified(&digest, "an image index")?)?;
+                let nested: ImageIndex = self.json(
+                    &format!("index {digest}"),
+                    &self.blobs.read_verified(&digest, "an image index")?,
+                )?;
                 pick_platform(nested.manifests())
                     .ok_or_else(|| self.bad(format!("index {digest} has no linux/amd64 manifest")))?
                     .clone()
@@ -234,7 +268,8 @@ impl Archive<'_> {
             };
             let manifest_digest = self.present(&manifest_desc)?;
             let bytes = self.blobs.read_verified(&manifest_digest, "a manifest")?;
-            let manifest: ImageManifest = self.json(&format!("manifest {manifest_digest}"), &bytes)?;
+            let manifest: ImageManifest =
+                self.json(&format!("manifest {manifest_digest}"), &bytes)?;
             let config = self.present(manifest.config())?;
             for layer in manifest.layers() {
                 self.present(layer)?;
@@ -261,18 +296,26 @@ impl Archive<'_> {
     }
 
     fn load_docker(&self) -> Result<Vec<Loaded>, StoreError> {
-        let entries: Vec<DockerEntry> = self.json("manifest.json", &self.bytes("manifest.json")?)?;
+        let entries: Vec<DockerEntry> =
+            self.json("manifest.json", &self.bytes("manifest.json")?)?;
         let mut out = Vec::new();
         for entry in entries {
             let config_digest = self.blob(&entry.config)?;
             // Old archives name the config <image id>.json.
-            let stem = entry.config.rsplit('/').next().unwrap_or("").trim_end_matches(".json");
+            let stem = entry
+                .config
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .trim_end_matches(".json");
             if let Ok(named) = format!("sha256:{stem}").parse::<Digest>() {
                 if named != config_digest {
                     return Err(self.bad(format!("{} does not match its digest", entry.config)));
                 }
             }
-            let config_bytes = self.blobs.read_verified(&config_digest, "an image config")?;
+            let config_bytes = self
+                .blobs
+                .read_verified(&config_digest, "an image config")?;
             let config: ImageConfiguration = self.json(&entry.config, &config_bytes)?;
             if config.rootfs().diff_ids().len() != entry.layers.len() {
                 return Err(self.bad(format!(
@@ -292,8 +335,13 @@ impl Archive<'_> {
                     .take(8)
                     .read_to_end(&mut head)
                     .map_err(io_err("read", self.blobs.path(&digest)))?;
-                let kind = Compression::detect(&head).map_err(|e| self.bad(format!("{layer}: {e}")))?;
-                layers.push(Descriptor::new(kind.layer_media_type(), size, oci_digest(&digest)?));
+                let kind =
+                    Compression::detect(&head).map_err(|e| self.bad(format!("{layer}: {e}")))?;
+                layers.push(Descriptor::new(
+                    kind.layer_media_type(),
+                    size,
+                    oci_digest(&digest)?,
+                ));
             }
             let manifest = ImageManifestBuilder::default()
                 .schema_version(2u32)
@@ -330,7 +378,9 @@ impl Archive<'_> {
 fn familiar(name: &str) -> Result<String, StoreError> {
     let r = Reference::parse(name)?;
     if r.digest.is_some() {
-        return Err(StoreError::Other(format!("{name}: a name with a digest cannot be a tag")));
+        return Err(StoreError::Other(format!(
+            "{name}: a name with a digest cannot be a tag"
+        )));
     }
     Ok(r.familiar())
 }
@@ -346,7 +396,9 @@ fn is_index(m: &MediaType) -> bool {
 /// The names an archive's index entry gives its image: containerd's full
 /// name first (Docker 25 puts only the tag in `ref.name`), else `ref.name`.
 fn names_of(desc: &Descriptor) -> Vec<String> {
-    let Some(a) = desc.annotations() else { return Vec::new() };
+    let Some(a) = desc.annotations() else {
+        return Vec::new();
+    };
     [CONTAINERD_NAME, REF_NAME]
         .iter()
         .filter_map(|k| a.get(*k))
@@ -365,5 +417,9 @@ pub fn pick_platform(manifests: &[Descriptor]) -> Option<&Descriptor> {
                 .as_ref()
                 .is_some_and(|p| *p.os() == Os::Linux && *p.architecture() == Arch::Amd64)
         })
-        .or(if manifests.len() == 1 { manifests.first() } else { None })
+        .or(if manifests.len() == 1 {
+            manifests.first()
+        } else {
+            None
+        })
 }

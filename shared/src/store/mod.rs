@@ -105,7 +105,12 @@ impl Store {
 
     /// `sbx import`: a rootfs tarball (plain, gzip or zstd) becomes a
     /// one-layer image named `name` with the given runtime config.
-    pub fn import(&self, reader: &mut dyn Read, name: &str, config: RuntimeConfig) -> Result<Image, StoreError> {
+    pub fn import(
+        &self,
+        reader: &mut dyn Read,
+        name: &str,
+        config: RuntimeConfig,
+    ) -> Result<Image, StoreError> {
         let name = Reference::parse(name)?;
         let _writing = lock_shared(&self.layout.gc_lock())?;
         let manifest = import::import(&self.blobs, reader, config)?;
@@ -122,7 +127,8 @@ impl Store {
             self.layout.update(|manifests| {
                 let mut out = Vec::new();
                 for image in &loaded {
-                    let desc = index::manifest_descriptor(&image.manifest, image.manifest_size, None)?;
+                    let desc =
+                        index::manifest_descriptor(&image.manifest, image.manifest_size, None)?;
                     if image.names.is_empty() {
                         if !manifests.iter().any(|d| d.digest() == desc.digest()) {
                             manifests.push(desc);
@@ -130,7 +136,11 @@ impl Store {
                         out.push(image.manifest.to_string());
                     }
                     for name in &image.names {
-                        let named = index::manifest_descriptor(&image.manifest, image.manifest_size, Some(name))?;
+                        let named = index::manifest_descriptor(
+                            &image.manifest,
+                            image.manifest_size,
+                            Some(name),
+                        )?;
                         index::set_ref(manifests, name, named);
                         out.push(name.clone());
                     }
@@ -148,7 +158,10 @@ impl Store {
 
     /// `sbx save -o`: an OCI archive that also carries Docker's manifest.json.
     pub fn save(&self, names: &[String], out: &Path) -> Result<(), StoreError> {
-        let images = names.iter().map(|n| self.resolve(n)).collect::<Result<Vec<_>, _>>()?;
+        let images = names
+            .iter()
+            .map(|n| self.resolve(n))
+            .collect::<Result<Vec<_>, _>>()?;
         save::save(self, &images, out)
     }
 
@@ -159,7 +172,8 @@ impl Store {
             let name = ref_name(desc).map(str::to_string);
             let image = self.image_at(name.as_deref().unwrap_or("<none>"), desc)?;
             let manifest = self.manifest(&image.manifest_digest)?;
-            let size = manifest.config().size() + manifest.layers().iter().map(|l| l.size()).sum::<u64>();
+            let size =
+                manifest.config().size() + manifest.layers().iter().map(|l| l.size()).sum::<u64>();
             let (repository, tag) = match name.as_deref().and_then(|n| Reference::parse(n).ok()) {
                 Some(r) => (r.familiar_repository(), r.tag),
                 None => ("<none>".to_string(), "<none>".to_string()),
@@ -172,14 +186,20 @@ impl Store {
                 size,
             });
         }
-        out.sort_by(|a, b| b.created.cmp(&a.created).then(a.repository.cmp(&b.repository)));
+        out.sort_by(|a, b| {
+            b.created
+                .cmp(&a.created)
+                .then(a.repository.cmp(&b.repository))
+        });
         Ok(out)
     }
 
     pub fn tag(&self, src: &str, dst: &str) -> Result<(), StoreError> {
         let target = Reference::parse(dst)?;
         if target.digest.is_some() {
-            return Err(StoreError::Other(format!("cannot tag with a digest: {dst}")));
+            return Err(StoreError::Other(format!(
+                "cannot tag with a digest: {dst}"
+            )));
         }
         let image = self.resolve(src)?;
         self.set_ref(&target, &image.manifest_digest)
@@ -201,11 +221,16 @@ impl Store {
         let mut same_image = BTreeSet::new();
         for desc in index.manifests() {
             let d = digest_of(desc)?;
-            if d == image.manifest_digest || self.config_of(desc).ok().as_ref() == Some(&image.config_digest) {
+            if d == image.manifest_digest
+                || self.config_of(desc).ok().as_ref() == Some(&image.config_digest)
+            {
                 same_image.insert(d);
             }
         }
-        let familiar = Reference::parse(name).ok().filter(|r| r.digest.is_none()).map(|r| r.familiar());
+        let familiar = Reference::parse(name)
+            .ok()
+            .filter(|r| r.digest.is_none())
+            .map(|r| r.familiar());
         let by_name = familiar.filter(|f| index.manifests().iter().any(|d| ref_name(d) == Some(f)));
         let removed = self.layout.update(|manifests| {
             let mut untagged = Vec::new();
@@ -250,10 +275,16 @@ impl Store {
         let parsed = Reference::parse(name);
         if let Ok(r) = &parsed {
             let hit = match &r.digest {
-                Some(d) => index.manifests().iter().find(|m| digest_of(m).ok().as_ref() == Some(d)),
+                Some(d) => index
+                    .manifests()
+                    .iter()
+                    .find(|m| digest_of(m).ok().as_ref() == Some(d)),
                 None => {
                     let familiar = r.familiar();
-                    index.manifests().iter().find(|m| ref_name(m) == Some(familiar.as_str()))
+                    index
+                        .manifests()
+                        .iter()
+                        .find(|m| ref_name(m) == Some(familiar.as_str()))
                 }
             };
             if let Some(desc) = hit {
@@ -277,12 +308,16 @@ impl Store {
         let hex = id.strip_prefix("sha256:").unwrap_or(id);
         let mut found: Option<(Digest, &Descriptor)> = None;
         for desc in index.manifests() {
-            let Ok(config) = self.config_of(desc) else { continue };
+            let Ok(config) = self.config_of(desc) else {
+                continue;
+            };
             if !config.hex().starts_with(hex) {
                 continue;
             }
             match &found {
-                Some((c, prev)) if *c != config => return Err(StoreError::Ambiguous(id.to_string())),
+                Some((c, _)) if *c != config => {
+                    return Err(StoreError::Ambiguous(id.to_string()))
+                }
                 // Prefer a named entry to name the image by.
                 Some((_, prev)) if ref_name(prev).is_some() => {}
                 _ => found = Some((config, desc)),
@@ -300,7 +335,11 @@ impl Store {
     /// The unpacked layer directories of an image, bottom first, unpacking
     /// (and verifying) any that are not unpacked yet.
     pub fn rootfs(&self, image: &Image) -> Result<Vec<PathBuf>, StoreError> {
-        let dirs: Vec<PathBuf> = image.diff_ids.iter().map(|d| layers::layer_dir(&self.root, d)).collect();
+        let dirs: Vec<PathBuf> = image
+            .diff_ids
+            .iter()
+            .map(|d| layers::layer_dir(&self.root, d))
+            .collect();
         if dirs.iter().all(|d| d.is_dir()) {
             return Ok(dirs);
         }
@@ -350,10 +389,11 @@ impl Store {
             return Ok(digest);
         }
         let bytes = self.blobs.read_verified(&digest, "an image index")?;
-        let nested: ImageIndex = serde_json::from_slice(&bytes).map_err(|source| StoreError::Json {
-            what: format!("image index {digest}"),
-            source,
-        })?;
+        let nested: ImageIndex =
+            serde_json::from_slice(&bytes).map_err(|source| StoreError::Json {
+                what: format!("image index {digest}"),
+                source,
+            })?;
         let pick = load::pick_platform(nested.manifests()).ok_or_else(|| StoreError::BadImage {
             name: digest.to_string(),
             reason: "the index has no linux/amd64 manifest".into(),
@@ -376,7 +416,11 @@ impl Store {
             name: name.to_string(),
             reason,
         };
-        let layers = manifest.layers().iter().map(digest_of).collect::<Result<Vec<_>, _>>()?;
+        let layers = manifest
+            .layers()
+            .iter()
+            .map(digest_of)
+            .collect::<Result<Vec<_>, _>>()?;
         let diff_ids = config
             .rootfs()
             .diff_ids()

@@ -64,28 +64,40 @@ pub fn save(store: &Store, images: &[Image], out: &Path) -> Result<(), StoreErro
         {
             if written.insert(blob.clone()) {
                 copy_blob(store, &mut tar, blob).map_err(|e| match e {
-                    StoreError::Io { source, .. } if source.kind() != std::io::ErrorKind::NotFound => io(source),
+                    StoreError::Io { source, .. }
+                        if source.kind() != std::io::ErrorKind::NotFound =>
+                    {
+                        io(source)
+                    }
                     e => e,
                 })?;
             }
         }
-        let name = Reference::parse(&image.name).ok().filter(|r| r.digest.is_none());
+        let name = Reference::parse(&image.name)
+            .ok()
+            .filter(|r| r.digest.is_none());
         let size = store.blobs.size(&image.manifest_digest)?;
-        let mut desc = manifest_descriptor(&image.manifest_digest, size, name.as_ref().map(|r| r.familiar()).as_deref())?;
+        let mut desc = manifest_descriptor(
+            &image.manifest_digest,
+            size,
+            name.as_ref().map(|r| r.familiar()).as_deref(),
+        )?;
         if let (Some(r), Some(a)) = (&name, desc.annotations().clone()) {
             let mut a = a;
             a.insert(CONTAINERD_NAME.to_string(), r.full());
             desc.set_annotations(Some(a));
         }
         descriptors.push(desc);
-        let at = *docker_at.entry(image.manifest_digest.clone()).or_insert_with(|| {
-            docker.push(DockerEntry {
-                config: blob_path(&image.config_digest),
-                repo_tags: Vec::new(),
-                layers: image.layers.iter().map(blob_path).collect(),
+        let at = *docker_at
+            .entry(image.manifest_digest.clone())
+            .or_insert_with(|| {
+                docker.push(DockerEntry {
+                    config: blob_path(&image.config_digest),
+                    repo_tags: Vec::new(),
+                    layers: image.layers.iter().map(blob_path).collect(),
+                });
+                docker.len() - 1
             });
-            docker.len() - 1
-        });
         if let Some(r) = name {
             let tag = r.familiar();
             if !docker[at].repo_tags.contains(&tag) {
@@ -107,7 +119,8 @@ pub fn save(store: &Store, images: &[Image], out: &Path) -> Result<(), StoreErro
     w.flush().map_err(io)?;
     drop(w);
     tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(out).map_err(|e| io_err("rename into place", out)(e.error))?;
+    tmp.persist(out)
+        .map_err(|e| io_err("rename into place", out)(e.error))?;
     Ok(())
 }
 
@@ -143,14 +156,22 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, name: &str, bytes: &[u8]) -> std:
 }
 
 /// Copy one blob in, checking it hashes to its name.
-fn copy_blob<W: Write>(store: &Store, tar: &mut tar::Builder<W>, digest: &Digest) -> Result<(), StoreError> {
+fn copy_blob<W: Write>(
+    store: &Store,
+    tar: &mut tar::Builder<W>,
+    digest: &Digest,
+) -> Result<(), StoreError> {
     let size = store.blobs.size(digest)?;
     let mut reader = HashReader::new(store.blobs.open(digest)?);
     tar.append_data(&mut header(size), blob_path(digest), &mut reader)
         .map_err(io_err("copy blob", store.blobs.path(digest)))?;
-    let (actual, _) = reader.finish().map_err(io_err("read blob", store.blobs.path(digest)))?;
+    let (actual, _) = reader
+        .finish()
+        .map_err(io_err("read blob", store.blobs.path(digest)))?;
     if actual != *digest {
-        return Err(StoreError::Corrupt { digest: digest.clone() });
+        return Err(StoreError::Corrupt {
+            digest: digest.clone(),
+        });
     }
     Ok(())
 }

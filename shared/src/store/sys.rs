@@ -15,7 +15,12 @@ use nix::sys::stat::Mode;
 /// Open `path` below `root` as if `root` were `/`: `..`, absolute paths and
 /// symlinks (absolute or relative) can never leave it, and magic links
 /// (`/proc/self/fd/…`) are refused. An empty path is `root` itself.
-pub fn open_in_root(root: BorrowedFd<'_>, path: &Path, flags: OFlag, extra: ResolveFlag) -> nix::Result<OwnedFd> {
+pub fn open_in_root(
+    root: BorrowedFd<'_>,
+    path: &Path,
+    flags: OFlag,
+    extra: ResolveFlag,
+) -> nix::Result<OwnedFd> {
     let path = if path.as_os_str().is_empty() {
         Path::new(".")
     } else {
@@ -38,7 +43,12 @@ pub fn open_in_root(root: BorrowedFd<'_>, path: &Path, flags: OFlag, extra: Reso
 }
 
 /// `openat(dir, name)` as an `OwnedFd`; `name` is one path component.
-pub fn open_at(dir: BorrowedFd<'_>, name: &OsStr, flags: OFlag, mode: Mode) -> nix::Result<OwnedFd> {
+pub fn open_at(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    flags: OFlag,
+    mode: Mode,
+) -> nix::Result<OwnedFd> {
     let fd = nix::fcntl::openat(Some(dir.as_raw_fd()), name, flags | OFlag::O_CLOEXEC, mode)?;
     // SAFETY: openat just returned this fd and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -46,10 +56,19 @@ pub fn open_at(dir: BorrowedFd<'_>, name: &OsStr, flags: OFlag, mode: Mode) -> n
 
 /// Set an extended attribute on an open file or directory.
 pub fn fsetxattr(fd: BorrowedFd<'_>, name: &OsStr, value: &[u8]) -> io::Result<()> {
-    let name = CString::new(name.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let name =
+        CString::new(name.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `name` is a NUL-terminated string and `value` a live slice of
     // the length given; the kernel reads both and keeps neither.
-    let rc = unsafe { libc::fsetxattr(fd.as_raw_fd(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    let rc = unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
     if rc == 0 {
         Ok(())
     } else {

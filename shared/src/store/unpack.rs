@@ -30,7 +30,10 @@ use std::rc::Rc;
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, ResolveFlag};
-use nix::sys::stat::{fchmod, fchmodat, futimens, mkdirat, mknodat, utimensat, FchmodatFlags, Mode, SFlag, UtimensatFlags};
+use nix::sys::stat::{
+    fchmod, fchmodat, futimens, mkdirat, mknodat, utimensat, FchmodatFlags, Mode, SFlag,
+    UtimensatFlags,
+};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 
@@ -71,12 +74,19 @@ pub struct UnpackStats {
 /// Unpack the tar read from `reader` into the existing directory `dest`.
 /// The reader is not drained past the end-of-archive marker.
 pub fn unpack<R: Read>(reader: R, dest: &Path) -> Result<UnpackStats, UnpackError> {
-    let root = nix::fcntl::open(dest, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .map(|fd| {
-            // SAFETY: open just returned this fd and nothing else owns it.
-            unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
-        })
-        .map_err(entry_err("open layer directory", &dest.display().to_string()))?;
+    let root = nix::fcntl::open(
+        dest,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map(|fd| {
+        // SAFETY: open just returned this fd and nothing else owns it.
+        unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+    })
+    .map_err(entry_err(
+        "open layer directory",
+        &dest.display().to_string(),
+    ))?;
     let mut unpacker = Unpacker {
         root,
         as_root: Uid::effective().is_root(),
@@ -112,7 +122,9 @@ fn components(raw: &[u8]) -> Result<Vec<OsString>, UnpackError> {
             b"" | b"." => {}
             b".." => {
                 if out.pop().is_none() {
-                    return Err(UnpackError::Escape(String::from_utf8_lossy(raw).into_owned()));
+                    return Err(UnpackError::Escape(
+                        String::from_utf8_lossy(raw).into_owned(),
+                    ));
                 }
             }
             _ => out.push(OsStr::from_bytes(c).to_os_string()),
@@ -141,8 +153,14 @@ fn meta_of<R: Read>(entry: &mut tar::Entry<'_, R>) -> Meta {
     };
     if let Ok(Some(pax)) = entry.pax_extensions() {
         for ext in pax.flatten() {
-            let (Ok(key), value) = (ext.key(), ext.value_bytes()) else { continue };
-            let num = || std::str::from_utf8(value).ok().and_then(|v| v.split('.').next()?.parse().ok());
+            let (Ok(key), value) = (ext.key(), ext.value_bytes()) else {
+                continue;
+            };
+            let num = || {
+                std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.split('.').next()?.parse().ok())
+            };
             match key {
                 "uid" => m.uid = num().unwrap_or(m.uid as i64) as u64,
                 "gid" => m.gid = num().unwrap_or(m.gid as i64) as u64,
@@ -196,7 +214,9 @@ impl Unpacker {
         }
         match kind {
             tar::EntryType::Directory => self.directory(&comps, &name, &meta, &shown),
-            tar::EntryType::Regular | tar::EntryType::Continuous => self.file(entry, &comps, &name, &meta, &shown),
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                self.file(entry, &comps, &name, &meta, &shown)
+            }
             tar::EntryType::Symlink => {
                 let target = entry
                     .link_name_bytes()
@@ -209,7 +229,10 @@ impl Unpacker {
                 self.symlink(&comps, &name, OsStr::from_bytes(&target), &meta, &shown)
             }
             tar::EntryType::Link => {
-                let target = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
                 self.hardlink(&comps, &name, &target, &shown)
             }
             tar::EntryType::Fifo => self.fifo(&comps, &name, &meta, &shown),
@@ -253,7 +276,11 @@ impl Unpacker {
             cur = match open_in_root(self.root.as_fd(), &prefix, flags, ResolveFlag::empty()) {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT) => {
-                    match mkdirat(Some(cur.as_raw_fd()), comps[i].as_os_str(), Mode::from_bits_truncate(0o755)) {
+                    match mkdirat(
+                        Some(cur.as_raw_fd()),
+                        comps[i].as_os_str(),
+                        Mode::from_bits_truncate(0o755),
+                    ) {
                         Ok(()) | Err(Errno::EEXIST) => {}
                         Err(e) => return Err(entry_err("create parent directory of", shown)(e)),
                     }
@@ -267,22 +294,38 @@ impl Unpacker {
     }
 
     /// Remove whatever `name` is in `dir` (recursively for a directory).
-    fn remove(&mut self, dir: BorrowedFd<'_>, name: &OsStr, shown: &str) -> Result<(), UnpackError> {
+    fn remove(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        shown: &str,
+    ) -> Result<(), UnpackError> {
         self.cache = None;
         remove_at(dir.as_raw_fd(), name).map_err(entry_err("replace", shown))
     }
 
-    fn directory(&mut self, comps: &[OsString], name: &OsStr, meta: &Meta, shown: &str) -> Result<(), UnpackError> {
+    fn directory(
+        &mut self,
+        comps: &[OsString],
+        name: &OsStr,
+        meta: &Meta,
+        shown: &str,
+    ) -> Result<(), UnpackError> {
         let parent = self.parent(comps, shown)?;
         let dir = parent.as_fd();
         match mkdirat(Some(dir.as_raw_fd()), name, Mode::from_bits_truncate(0o700)) {
             Ok(()) => {}
             Err(Errno::EEXIST) => {
-                let st = nix::sys::stat::fstatat(Some(dir.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW)
-                    .map_err(entry_err("stat", shown))?;
+                let st = nix::sys::stat::fstatat(
+                    Some(dir.as_raw_fd()),
+                    name,
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .map_err(entry_err("stat", shown))?;
                 if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFDIR {
                     self.remove(dir, name, shown)?;
-                    mkdirat(Some(dir.as_raw_fd()), name, Mode::from_bits_truncate(0o700)).map_err(entry_err("mkdir", shown))?;
+                    mkdirat(Some(dir.as_raw_fd()), name, Mode::from_bits_truncate(0o700))
+                        .map_err(entry_err("mkdir", shown))?;
                 }
             }
             Err(e) => return Err(entry_err("mkdir", shown)(e)),
@@ -295,7 +338,10 @@ impl Unpacker {
         )
         .map_err(entry_err("open directory", shown))?;
         self.apply(fd.as_fd(), meta, shown)?;
-        let path: PathBuf = comps.iter().chain(std::iter::once(&name.to_os_string())).collect();
+        let path: PathBuf = comps
+            .iter()
+            .chain(std::iter::once(&name.to_os_string()))
+            .collect();
         self.dir_times.push((path, meta.mtime));
         Ok(())
     }
@@ -348,24 +394,43 @@ impl Unpacker {
         self.own_nofollow(dir, name, meta, shown)
     }
 
-    fn hardlink(&mut self, comps: &[OsString], name: &OsStr, target: &[u8], shown: &str) -> Result<(), UnpackError> {
+    fn hardlink(
+        &mut self,
+        comps: &[OsString],
+        name: &OsStr,
+        target: &[u8],
+        shown: &str,
+    ) -> Result<(), UnpackError> {
         let link_err = || UnpackError::LinkTarget {
             path: shown.to_string(),
             target: String::from_utf8_lossy(target).into_owned(),
         };
         let mut tcomps = components(target).map_err(|_| link_err())?;
-        let Some(tname) = tcomps.pop() else { return Err(link_err()) };
+        let Some(tname) = tcomps.pop() else {
+            return Err(link_err());
+        };
         let tparent: PathBuf = tcomps.iter().collect();
-        let tdir = open_in_root(self.root.as_fd(), &tparent, OFlag::O_PATH | OFlag::O_DIRECTORY, ResolveFlag::empty())
-            .map_err(|_| link_err())?;
-        let st = nix::sys::stat::fstatat(Some(tdir.as_raw_fd()), tname.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
-            .map_err(|_| link_err())?;
+        let tdir = open_in_root(
+            self.root.as_fd(),
+            &tparent,
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+            ResolveFlag::empty(),
+        )
+        .map_err(|_| link_err())?;
+        let st = nix::sys::stat::fstatat(
+            Some(tdir.as_raw_fd()),
+            tname.as_os_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|_| link_err())?;
         if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR {
             return Err(link_err());
         }
         let parent = self.parent(comps, shown)?;
         let dir = parent.as_fd();
-        if let Ok(existing) = nix::sys::stat::fstatat(Some(dir.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        if let Ok(existing) =
+            nix::sys::stat::fstatat(Some(dir.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+        {
             if existing.st_ino == st.st_ino && existing.st_dev == st.st_dev {
                 return Ok(()); // already that file
             }
@@ -381,7 +446,13 @@ impl Unpacker {
         .map_err(entry_err("hardlink", shown))
     }
 
-    fn fifo(&mut self, comps: &[OsString], name: &OsStr, meta: &Meta, shown: &str) -> Result<(), UnpackError> {
+    fn fifo(
+        &mut self,
+        comps: &[OsString],
+        name: &OsStr,
+        meta: &Meta,
+        shown: &str,
+    ) -> Result<(), UnpackError> {
         let parent = self.parent(comps, shown)?;
         let dir = parent.as_fd();
         self.mknod(dir, name, SFlag::S_IFIFO, shown)?;
@@ -395,14 +466,22 @@ impl Unpacker {
         .map_err(entry_err("chmod", shown))
     }
 
-    fn whiteout(&mut self, comps: &[OsString], name: &OsStr, meta: &Meta, shown: &str) -> Result<(), UnpackError> {
+    fn whiteout(
+        &mut self,
+        comps: &[OsString],
+        name: &OsStr,
+        meta: &Meta,
+        shown: &str,
+    ) -> Result<(), UnpackError> {
         let bytes = name.as_bytes();
         if bytes == WHITEOUT_OPAQUE {
             let dir = self.parent(comps, shown)?;
-            return fsetxattr(dir.as_fd(), OsStr::new(OVERLAY_OPAQUE_XATTR), b"y").map_err(|e| UnpackError::Entry {
-                op: "mark opaque",
-                path: shown.to_string(),
-                source: e,
+            return fsetxattr(dir.as_fd(), OsStr::new(OVERLAY_OPAQUE_XATTR), b"y").map_err(|e| {
+                UnpackError::Entry {
+                    op: "mark opaque",
+                    path: shown.to_string(),
+                    source: e,
+                }
             });
         }
         if bytes.starts_with(WHITEOUT_META_PREFIX) {
@@ -420,8 +499,22 @@ impl Unpacker {
     }
 
     /// A fifo, or the 0:0 character device that is an overlay whiteout.
-    fn mknod(&mut self, dir: BorrowedFd<'_>, name: &OsStr, kind: SFlag, shown: &str) -> Result<(), UnpackError> {
-        let make = || mknodat(Some(dir.as_raw_fd()), name, kind, Mode::from_bits_truncate(0o600), 0);
+    fn mknod(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        kind: SFlag,
+        shown: &str,
+    ) -> Result<(), UnpackError> {
+        let make = || {
+            mknodat(
+                Some(dir.as_raw_fd()),
+                name,
+                kind,
+                Mode::from_bits_truncate(0o600),
+                0,
+            )
+        };
         match make() {
             Err(Errno::EEXIST) => {
                 self.remove(dir, name, shown)?;
@@ -433,7 +526,13 @@ impl Unpacker {
     }
 
     /// Owner and times of an entry that may be a symlink.
-    fn own_nofollow(&self, dir: BorrowedFd<'_>, name: &OsStr, meta: &Meta, shown: &str) -> Result<(), UnpackError> {
+    fn own_nofollow(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        meta: &Meta,
+        shown: &str,
+    ) -> Result<(), UnpackError> {
         if self.as_root {
             fchownat(
                 Some(dir.as_raw_fd()),
@@ -445,7 +544,14 @@ impl Unpacker {
             .map_err(entry_err("chown", shown))?;
         }
         let t = TimeSpec::new(meta.mtime, 0);
-        utimensat(Some(dir.as_raw_fd()), name, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(entry_err("set times of", shown))
+        utimensat(
+            Some(dir.as_raw_fd()),
+            name,
+            &t,
+            &t,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(entry_err("set times of", shown))
     }
 
     /// Owner, then mode (chown clears setuid), then xattrs of an open entry.
@@ -458,7 +564,8 @@ impl Unpacker {
             )
             .map_err(entry_err("chown", shown))?;
         }
-        fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(meta.mode)).map_err(entry_err("chmod", shown))?;
+        fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(meta.mode))
+            .map_err(entry_err("chmod", shown))?;
         for (name, value) in &meta.xattrs {
             // Best effort: the filesystem may not take user xattrs.
             let _ = fsetxattr(fd, name, value);
@@ -471,7 +578,12 @@ impl Unpacker {
         self.cache = None;
         for (path, mtime) in self.dir_times.iter().rev() {
             let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
-            if let Ok(fd) = open_in_root(self.root.as_fd(), path, flags, ResolveFlag::RESOLVE_NO_SYMLINKS) {
+            if let Ok(fd) = open_in_root(
+                self.root.as_fd(),
+                path,
+                flags,
+                ResolveFlag::RESOLVE_NO_SYMLINKS,
+            ) {
                 let t = TimeSpec::new(*mtime, 0);
                 let _ = futimens(fd.as_raw_fd(), &t, &t);
             }

@@ -40,19 +40,54 @@ pub struct E<'a> {
 }
 
 pub fn file<'a>(name: &'a str, data: &'a [u8]) -> E<'a> {
-    E { kind: EntryType::Regular, name, link: "", data, mode: 0o644, dev: (0, 0) }
+    E {
+        kind: EntryType::Regular,
+        name,
+        link: "",
+        data,
+        mode: 0o644,
+        dev: (0, 0),
+    }
 }
 pub fn dir(name: &str) -> E<'_> {
-    E { kind: EntryType::Directory, name, link: "", data: b"", mode: 0o755, dev: (0, 0) }
+    E {
+        kind: EntryType::Directory,
+        name,
+        link: "",
+        data: b"",
+        mode: 0o755,
+        dev: (0, 0),
+    }
 }
 pub fn symlink<'a>(name: &'a str, target: &'a str) -> E<'a> {
-    E { kind: EntryType::Symlink, name, link: target, data: b"", mode: 0o777, dev: (0, 0) }
+    E {
+        kind: EntryType::Symlink,
+        name,
+        link: target,
+        data: b"",
+        mode: 0o777,
+        dev: (0, 0),
+    }
 }
 pub fn hardlink<'a>(name: &'a str, target: &'a str) -> E<'a> {
-    E { kind: EntryType::Link, name, link: target, data: b"", mode: 0o644, dev: (0, 0) }
+    E {
+        kind: EntryType::Link,
+        name,
+        link: target,
+        data: b"",
+        mode: 0o644,
+        dev: (0, 0),
+    }
 }
 pub fn device(name: &str, kind: EntryType, major: u32, minor: u32) -> E<'_> {
-    E { kind, name, link: "", data: b"", mode: 0o666, dev: (major, minor) }
+    E {
+        kind,
+        name,
+        link: "",
+        data: b"",
+        mode: 0o666,
+        dev: (major, minor),
+    }
 }
 
 pub fn tar(entries: &[E<'_>]) -> Vec<u8> {
@@ -61,7 +96,10 @@ pub fn tar(entries: &[E<'_>]) -> Vec<u8> {
         let mut h = Header::new_gnu();
         {
             let gnu = h.as_gnu_mut().unwrap();
-            assert!(e.name.len() < 100 && e.link.len() < 100, "keep test names short");
+            assert!(
+                e.name.len() < 100 && e.link.len() < 100,
+                "keep test names short"
+            );
             gnu.name[..e.name.len()].copy_from_slice(e.name.as_bytes());
             gnu.linkname[..e.link.len()].copy_from_slice(e.link.as_bytes());
         }
@@ -93,7 +131,9 @@ pub fn zstd(data: &[u8]) -> Vec<u8> {
 
 /// Import `rootfs` (a tar, possibly compressed) as `name`.
 pub fn import(store: &Store, rootfs: &[u8], name: &str) -> sbx_shared::store::Image {
-    store.import(&mut &rootfs[..], name, RuntimeConfig::default()).unwrap()
+    store
+        .import(&mut &rootfs[..], name, RuntimeConfig::default())
+        .unwrap()
 }
 
 /// Build a tar archive of named files (for docker/OCI archives).
@@ -162,7 +202,10 @@ pub fn snapshot(dir: &Path) -> BTreeMap<String, String> {
         }
     }
     let meta = fs::symlink_metadata(dir).unwrap();
-    out.insert(".".into(), format!("{:o} {}", meta.permissions().mode(), meta.mtime()));
+    out.insert(
+        ".".into(),
+        format!("{:o} {}", meta.permissions().mode(), meta.mtime()),
+    );
     walk(dir, dir, &mut out);
     out
 }
