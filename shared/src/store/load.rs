@@ -61,8 +61,7 @@ struct DockerEntry {
     layers: Vec<String>,
 }
 
-pub fn load(blobs: &Blobs, tmp: &Path, path: &Path) -> Result<Vec<Loaded>, StoreError> {
-    let _ = tmp;
+pub fn load(blobs: &Blobs, path: &Path) -> Result<Vec<Loaded>, StoreError> {
     let archive = read_archive(blobs, path)?;
     if archive.files.contains_key("index.json") {
         archive.load_oci()

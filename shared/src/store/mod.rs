@@ -123,7 +123,7 @@ impl Store {
     pub fn load(&self, archive: &Path) -> Result<Vec<String>, StoreError> {
         let loaded = {
             let _writing = lock_shared(&self.layout.gc_lock())?;
-            let loaded = load::load(&self.blobs, &self.root.tmp(), archive)?;
+            let loaded = load::load(&self.blobs, archive)?;
             self.layout.update(|manifests| {
                 let mut out = Vec::new();
                 for image in &loaded {
@@ -315,9 +315,7 @@ impl Store {
                 continue;
             }
             match &found {
-                Some((c, _)) if *c != config => {
-                    return Err(StoreError::Ambiguous(id.to_string()))
-                }
+                Some((c, _)) if *c != config => return Err(StoreError::Ambiguous(id.to_string())),
                 // Prefer a named entry to name the image by.
                 Some((_, prev)) if ref_name(prev).is_some() => {}
                 _ => found = Some((config, desc)),
