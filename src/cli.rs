@@ -117,7 +117,7 @@ pub struct RunArgs {
     #[arg(short = 'm', long)]
     pub memory: Option<String>,
     /// CPU quota, in CPUs (0.5); vCPUs for a VM.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub cpus: Option<f64>,
     /// Maximum number of tasks (-1: unlimited).
     #[arg(long = "pids-limit", allow_negative_numbers = true)]

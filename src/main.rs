@@ -16,10 +16,24 @@ const EXIT_SBX_ERROR: u8 = 125;
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { EXIT_SBX_ERROR } else { 0 };
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line, like every other sbx error; the usage is one
+            // --help away.
+            let detail = e.render().to_string();
+            let first = detail
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ");
+            let first = first.trim_start_matches("error: ");
+            eprintln!("sbx: {first} (see 'sbx --help')");
+            return ExitCode::from(EXIT_SBX_ERROR);
         }
     };
     match commands::dispatch(cli) {

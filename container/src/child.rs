@@ -39,7 +39,8 @@ pub struct ChildArgs<'a> {
 pub enum ChildStdio {
     /// Keep the caller's stdout and stderr; stdin too when `-i`, else /dev/null.
     Inherit,
-    /// A pty slave for all three, as the controlling terminal.
+    /// A pty opened in the sandbox's devpts, its slave for all three as the
+    /// controlling terminal; the master goes to the parent over this socket.
     Tty(OwnedFd),
     Pipes {
         stdin: Option<OwnedFd>,
@@ -255,7 +256,8 @@ fn setup_stdio(stdio: &ChildStdio, keep_stdin: bool) -> Result<(), Failure> {
                 let _ = nix::unistd::close(null);
             }
         }
-        ChildStdio::Tty(slave) => {
+        ChildStdio::Tty(sock) => {
+            let slave = open_pty(sock)?;
             nix::unistd::setsid().map_err(sys("setsid"))?;
             // SAFETY: TIOCSCTTY on a terminal we hold makes it our
             // controlling terminal; the argument 0 means "don't steal".
@@ -289,6 +291,37 @@ fn setup_stdio(stdio: &ChildStdio, keep_stdin: bool) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// Open a pty in the (already pivoted-to) sandbox's /dev/ptmx, send the
+/// master to the parent, return the slave.
+fn open_pty(sock: &OwnedFd) -> Result<OwnedFd, Failure> {
+    use nix::fcntl::OFlag;
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(sys("opening /dev/ptmx"))?;
+    nix::pty::grantpt(&master).map_err(sys("grantpt"))?;
+    nix::pty::unlockpt(&master).map_err(sys("unlockpt"))?;
+    let name = nix::pty::ptsname_r(&master).map_err(sys("ptsname"))?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(sys("opening the pty slave"))?;
+    // SAFETY: `open` returned a fresh descriptor nothing else owns.
+    let slave = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(slave) };
+    let fds = [master.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(b"t")];
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(sys("passing the terminal to sbx"))?;
+    Ok(slave)
 }
 
 /// `ip link set lo up` by ioctl: cheaper than a netlink round trip.

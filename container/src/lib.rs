@@ -88,18 +88,15 @@ fn spawn(
 ) -> Result<(Pid, SandboxIo), BackendError> {
     let (err_read, err_write) = pipe()?;
     let mut io = SandboxIo::default();
+    // The pty is opened by the child inside the sandbox's own devpts (so
+    // that ttyname() and /dev/pts/0 work there) and its master comes back
+    // over this socket.
+    let mut pty_socket = None;
     let child_stdio = if spec.process.terminal {
-        let pty =
-            nix::pty::openpty(None, None).map_err(setup_err("allocating a pseudo-terminal"))?;
-        for fd in [&pty.master, &pty.slave] {
-            nix::fcntl::fcntl(
-                fd.as_raw_fd(),
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-            )
-            .map_err(setup_err("allocating a pseudo-terminal"))?;
-        }
-        io.tty = Some(File::from(pty.master));
-        ChildStdio::Tty(pty.slave)
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| BackendError::io("creating the terminal socket", e))?;
+        pty_socket = Some(ours);
+        ChildStdio::Tty(OwnedFd::from(theirs))
     } else if stdio == Stdio::Piped {
         let stdin = if spec.process.stdin {
             let (r, w) = pipe()?;
@@ -160,6 +157,13 @@ fn spawn(
     let pid = Pid::from_raw(ret as i32);
     drop(err_write);
     drop(child_stdio);
+    if let Some(sock) = pty_socket {
+        // Nothing received means the child failed first: its reason is
+        // on the error pipe.
+        if let Some(master) = receive_fd(&sock) {
+            io.tty = Some(File::from(master));
+        }
+    }
 
     // EOF with nothing read: the exec succeeded.
     let mut report = Vec::new();
@@ -177,6 +181,34 @@ fn spawn(
         });
     }
     Ok((pid, io))
+}
+
+/// One descriptor passed with SCM_RIGHTS; None on EOF or error.
+fn receive_fd(sock: &std::os::unix::net::UnixStream) -> Option<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::FromRawFd;
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = loop {
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(Errno::EINTR) => continue,
+            r => break r.ok()?,
+        }
+    };
+    for cmsg in msg.cmsgs().ok()? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            // SAFETY: the kernel just installed these descriptors in our
+            // table; we take ownership of the first.
+            return fds.first().map(|fd| unsafe { OwnedFd::from_raw_fd(*fd) });
+        }
+    }
+    None
 }
 
 /// Stats of a sandbox in no cgroup: the sum over the processes of its pid

@@ -107,6 +107,12 @@ fn run_spec(root: &Root, spec: &SandboxSpec, state: &State, record: &mut Record)
         Isolation::Container => Box::new(sbx_container::ContainerBackend::new(root)),
         Isolation::Vm => Box::new(sbx_vmm::VmBackend),
     };
+    // Handlers go in before the workload starts, so a signal that arrives
+    // while it starts is queued and forwarded rather than killing sbx. The
+    // thread that forwards them starts only after the backend has cloned:
+    // the clone must happen in a single-threaded process.
+    let signals =
+        signal_hook::iterator::Signals::new(FORWARDED).context("installing signal handlers")?;
     let mut sandbox = backend.start(spec, Stdio::Inherit)?;
     let io = sandbox.take_io();
     let sandbox: Arc<dyn Sandbox> = Arc::from(sandbox);
@@ -116,7 +122,7 @@ fn run_spec(root: &Root, spec: &SandboxSpec, state: &State, record: &mut Record)
     record.pid_start = sbx_shared::state::proc_start_time(sandbox.pid());
     state.save(record)?;
 
-    forward_signals(&sandbox, io.tty.is_some())?;
+    forward_signals(signals, &sandbox, io.tty.is_some());
     let timed_out = Arc::new(AtomicBool::new(false));
     if let Some(limit) = spec.timeout {
         let sb = Arc::clone(&sandbox);
@@ -285,19 +291,28 @@ fn process(
 
 /// SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2 go to the workload; SIGWINCH
 /// resizes its terminal.
-fn forward_signals(sandbox: &Arc<dyn Sandbox>, tty: bool) -> Result<()> {
-    use signal_hook::consts::*;
-    let mut signals = signal_hook::iterator::Signals::new([
-        SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH,
-    ])
-    .context("installing signal handlers")?;
+const FORWARDED: [i32; 7] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+];
+
+fn forward_signals(
+    mut signals: signal_hook::iterator::Signals,
+    sandbox: &Arc<dyn Sandbox>,
+    tty: bool,
+) {
     let sb = Arc::clone(sandbox);
     if tty {
         resize_from_host(&*sb);
     }
     std::thread::spawn(move || {
         for sig in signals.forever() {
-            if sig == SIGWINCH {
+            if sig == libc::SIGWINCH {
                 if tty {
                     resize_from_host(&*sb);
                 }
@@ -306,7 +321,6 @@ fn forward_signals(sandbox: &Arc<dyn Sandbox>, tty: bool) -> Result<()> {
             }
         }
     });
-    Ok(())
 }
 
 fn resize_from_host(sandbox: &dyn Sandbox) {

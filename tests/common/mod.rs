@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 
 pub const SBX: &str = env!("CARGO_BIN_EXE_sbx");
 
@@ -53,13 +52,6 @@ impl TestRoot {
     pub fn sbx(&self, args: &[&str]) -> Output {
         self.cmd(args).output().expect("running sbx")
     }
-}
-
-/// One root shared by the tests of a binary (they run in parallel; the store
-/// is safe for concurrent use).
-pub fn shared_root() -> &'static TestRoot {
-    static ROOT: OnceLock<TestRoot> = OnceLock::new();
-    ROOT.get_or_init(TestRoot::new)
 }
 
 pub fn stdout(o: &Output) -> String {
