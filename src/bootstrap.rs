@@ -5,7 +5,7 @@
 //! The layer is built in memory and is byte-for-byte reproducible: every
 //! entry has a fixed owner, mode and mtime (the busybox binary's), and the
 //! entries are written in a fixed order, so re-running yields the same
-//! diff-id.
+//! diff-id, and bootstrapping again keeps the image (and its id) as it is.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -15,6 +15,7 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use sbx_shared::digest::Digest;
 use sbx_shared::paths::Root;
 use sbx_shared::store::{RuntimeConfig, Store};
 
@@ -72,6 +73,16 @@ pub fn bootstrap(root: &Root, name: &str) -> Result<u8> {
     let config = busybox_config();
     let store = Store::open(root)
         .with_context(|| format!("opening the image store in {}", root.dir().display()))?;
+    // The store stamps each import with the time, so importing the same
+    // layer again would make a new image id: keep the image that is there
+    // when it already has this very layer and config.
+    let diff_id = Digest::of(&layer);
+    if let Ok(image) = store.resolve(tag) {
+        if image.diff_ids == [diff_id.clone()] && image.config.config().as_ref() == Some(&config) {
+            println!("{}", image.config_digest);
+            return Ok(0);
+        }
+    }
     let image = store
         .import(&mut Cursor::new(layer), tag, config)
         .with_context(|| format!("importing {tag}"))?;
