@@ -288,8 +288,12 @@ fn mount_overlay(spec: &SandboxSpec, dirs: &SandboxDirs) -> SetupResult<()> {
             .map_err(|e| format!("creating {}: {e}", empty.display()))?;
         lower.push_str(empty.to_str().ok_or("sandbox path is not UTF-8")?);
     }
+    // `volatile`: the upper dir is scratch (discarded with an --rm
+    // sandbox), so overlayfs need not sync it. Without it, unmounting the
+    // overlay when the mount namespace dies calls syncfs on the whole host
+    // filesystem under the upper dir: 50 ms and more on a busy host.
     let data = format!(
-        "lowerdir={lower},upperdir={},workdir={}",
+        "lowerdir={lower},upperdir={},workdir={},volatile",
         dirs.upper.display(),
         dirs.work.display()
     );
