@@ -17,3 +17,4 @@ impl Backend for VmBackend {
 }
 
 pub mod config;
+pub mod kvm;
