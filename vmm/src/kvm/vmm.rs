@@ -6,7 +6,8 @@ use std::time::Instant;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::arch::{boot, cpuid::CpuidPolicy, mptable, regs};
+use super::arch::cpuid::{self, CpuidPolicy};
+use super::arch::{boot, mptable, regs};
 use super::bus::Bus;
 use super::devices::irq::IrqLine;
 use super::devices::serial::Serial;
@@ -105,7 +106,12 @@ impl Vmm {
             Some(path) => Some(boot::load_initramfs(&mem, path, kernel.end)?),
             None => None,
         };
-        let cmdline = full_cmdline(&config.cmdline, devices.len());
+        let policy = CpuidPolicy::detect();
+        let base_cmdline = match policy {
+            CpuidPolicy::Pvm => cpuid::pvm_cmdline(&config.cmdline),
+            CpuidPolicy::Host => config.cmdline.clone(),
+        };
+        let cmdline = full_cmdline(&base_cmdline, devices.len());
         let cmdline_len = boot::write_cmdline(&mem, &cmdline)?;
         boot::write_zero_page(&mem, &kernel, cmdline_len, initramfs)?;
         regs::write_boot_tables(&mem)?;
@@ -138,7 +144,6 @@ impl Vmm {
         }
         let bus = Arc::new(Bus::new(serial, transports));
 
-        let policy = CpuidPolicy::detect();
         let vcpus = (0..config.vcpus)
             .map(|i| Vcpu::new(&vm, i, config.vcpus, kernel.entry, policy))
             .collect::<Result<Vec<_>, _>>()?;

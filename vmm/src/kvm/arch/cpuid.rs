@@ -2,6 +2,11 @@
 //! hypervisor bit, and — under PVM — the features its instruction emulator
 //! cannot run hidden.
 //!
+//! Under PVM, KVM_SET_CPUID2 does not stick for leaf 1: the guest sees the
+//! host's feature flags whatever the VMM sets (measured: CX16, POPCNT, XSAVE
+//! and AVX stay visible). So for a Linux guest the engine also turns those
+//! features off on the kernel command line ([`pvm_cmdline`]).
+//!
 //! Leaf and bit numbers: Intel SDM Vol. 2A, CPUID.
 
 use kvm_bindings::CpuId;
@@ -47,6 +52,34 @@ impl CpuidPolicy {
             CpuidPolicy::Host
         }
     }
+}
+
+/// Kernel parameters that keep Linux off what PVM's emulator cannot run:
+/// XSAVE/XRSTOR, `lock cmpxchg16b`, POPCNT, SMAP and FSGSBASE.
+const PVM_CLEARCPUID: [&str; 4] = ["cx16", "xsave", "popcnt", "smap"];
+const PVM_FLAGS: [&str; 2] = ["noxsave", "nofsgsbase"];
+
+/// `cmdline` with the PVM parameters merged in: an existing `clearcpuid=`
+/// list is extended rather than repeated (Linux reads only one).
+pub fn pvm_cmdline(cmdline: &str) -> String {
+    let mut tokens: Vec<String> = cmdline.split_whitespace().map(str::to_owned).collect();
+    match tokens.iter_mut().find(|t| t.starts_with("clearcpuid=")) {
+        Some(token) => {
+            for name in PVM_CLEARCPUID {
+                if !token["clearcpuid=".len()..].split(',').any(|n| n == name) {
+                    token.push(',');
+                    token.push_str(name);
+                }
+            }
+        }
+        None => tokens.push(format!("clearcpuid={}", PVM_CLEARCPUID.join(","))),
+    }
+    for flag in PVM_FLAGS {
+        if !tokens.iter().any(|t| t == flag) {
+            tokens.push(flag.to_owned());
+        }
+    }
+    tokens.join(" ")
 }
 
 /// Adapts the supported CPUID for vCPU `index` of `count`.
@@ -109,6 +142,18 @@ mod tests {
         assert_eq!(e[0].ebx >> 24, 1);
         assert_eq!((e[0].ebx >> 16) & 0xff, 2);
         assert_eq!(e[1].ebx, 1 << 3);
+    }
+
+    #[test]
+    fn pvm_cmdline_merges_clearcpuid() {
+        assert_eq!(
+            pvm_cmdline("console=ttyS0"),
+            "console=ttyS0 clearcpuid=cx16,xsave,popcnt,smap noxsave nofsgsbase"
+        );
+        assert_eq!(
+            pvm_cmdline("clearcpuid=popcnt,smap nofsgsbase quiet"),
+            "clearcpuid=popcnt,smap,cx16,xsave nofsgsbase quiet noxsave"
+        );
     }
 
     #[test]

@@ -213,3 +213,154 @@ impl VirtioDevice for Block {
         Ok(used)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{TestDriver, BUFFERS};
+    use super::*;
+
+    const HDR: u64 = BUFFERS;
+    const DATA: u64 = BUFFERS + 0x1000;
+    const STATUS: u64 = BUFFERS + 0x3000;
+
+    fn disk(name: &str, read_only: bool) -> (TestDriver, PathBuf) {
+        let path = std::env::temp_dir().join(format!("sbx-blk-{name}-{}", std::process::id()));
+        let mut image = vec![0u8; 8 * 512];
+        image[512..517].copy_from_slice(b"hello");
+        std::fs::write(&path, image).unwrap();
+        let mut d = TestDriver::new(Box::new(Block::open(&path, read_only).unwrap()));
+        d.init(0);
+        (d, path)
+    }
+
+    fn request(d: &mut TestDriver, kind: u32, sector: u64, data: Option<(u32, bool)>) -> (u8, u32) {
+        let header = RequestHeader {
+            request_type: kind,
+            reserved: 0,
+            sector,
+        };
+        d.write_bytes(HDR, header.as_slice());
+        d.write_bytes(STATUS, &[0xff]);
+        let mut chain = vec![(HDR, 16, false)];
+        if let Some((len, write)) = data {
+            chain.push((DATA, len, write));
+        }
+        chain.push((STATUS, 1, true));
+        let head = d.add_chain(0, &chain);
+        d.notify(0);
+        let used = d.used(0);
+        assert_eq!(used.len(), 1);
+        assert_eq!(used[0].0, u32::from(head));
+        (d.read_bytes(STATUS, 1)[0], used[0].1)
+    }
+
+    #[test]
+    fn reads_a_sector() {
+        let (mut d, path) = disk("read", false);
+        assert_eq!(
+            request(&mut d, VIRTIO_BLK_T_IN, 1, Some((512, true))),
+            (VIRTIO_BLK_S_OK, 513)
+        );
+        assert_eq!(&d.read_bytes(DATA, 5), b"hello");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn writes_and_flushes() {
+        let (mut d, path) = disk("write", false);
+        d.write_bytes(DATA, &[0xab; 1024]);
+        assert_eq!(
+            request(&mut d, VIRTIO_BLK_T_OUT, 2, Some((1024, false))).0,
+            VIRTIO_BLK_S_OK
+        );
+        assert_eq!(
+            request(&mut d, VIRTIO_BLK_T_FLUSH, 0, None).0,
+            VIRTIO_BLK_S_OK
+        );
+        let image = std::fs::read(&path).unwrap();
+        assert!(image[1024..2048].iter().all(|b| *b == 0xab));
+        assert!(image[2048..].iter().all(|b| *b == 0));
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn get_id_is_the_file_name() {
+        let (mut d, path) = disk("id", false);
+        let (status, len) = request(&mut d, VIRTIO_BLK_T_GET_ID, 0, Some((20, true)));
+        assert_eq!((status, len), (VIRTIO_BLK_S_OK, 21));
+        let id = d.read_bytes(DATA, 20);
+        let name = path.file_name().unwrap().to_string_lossy();
+        let n = name.len().min(20);
+        assert_eq!(&id[..n], &name.as_bytes()[..n]);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn out_of_range_sectors_fail_with_ioerr() {
+        let (mut d, path) = disk("range", false);
+        assert_eq!(
+            request(&mut d, VIRTIO_BLK_T_IN, 8, Some((512, true))).0,
+            VIRTIO_BLK_S_IOERR
+        );
+        assert_eq!(
+            request(&mut d, VIRTIO_BLK_T_IN, 7, Some((1024, true))).0,
+            VIRTIO_BLK_S_IOERR
+        );
+        assert_eq!(
+            request(&mut d, VIRTIO_BLK_T_IN, u64::MAX, Some((512, true))).0,
+            VIRTIO_BLK_S_IOERR
+        );
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn read_only_disks_refuse_writes() {
+        let (mut d, path) = disk("ro", true);
+        d.write32(super::super::mmio::reg::DEVICE_FEATURES_SEL, 0);
+        let features = d.read32(super::super::mmio::reg::DEVICE_FEATURES);
+        assert_ne!(u64::from(features) & VIRTIO_BLK_F_RO, 0);
+        assert_eq!(
+            request(&mut d, VIRTIO_BLK_T_OUT, 0, Some((512, false))).0,
+            VIRTIO_BLK_S_IOERR
+        );
+        assert_eq!(
+            request(&mut d, VIRTIO_BLK_T_IN, 1, Some((512, true))).0,
+            VIRTIO_BLK_S_OK
+        );
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn unknown_requests_are_unsupported() {
+        let (mut d, path) = disk("unsupp", false);
+        assert_eq!(request(&mut d, 99, 0, None).0, VIRTIO_BLK_S_UNSUPP);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn malformed_chains_are_returned_not_fatal() {
+        let (mut d, path) = disk("malformed", false);
+        // No writable status byte.
+        d.add_chain(0, &[(HDR, 16, false)]);
+        // A buffer far outside guest memory.
+        d.add_chain(
+            0,
+            &[
+                (HDR, 16, false),
+                (0xff_0000_0000, 512, true),
+                (STATUS, 1, true),
+            ],
+        );
+        d.notify(0);
+        let used = d.used(0);
+        assert_eq!(used.len(), 2);
+        assert!(used.iter().all(|(_, len)| *len == 0));
+        assert!(d.transport.failure().is_none());
+        // The device still serves good requests.
+        assert_eq!(
+            request(&mut d, VIRTIO_BLK_T_IN, 1, Some((512, true))).0,
+            VIRTIO_BLK_S_OK
+        );
+        std::fs::remove_file(path).unwrap();
+    }
+}

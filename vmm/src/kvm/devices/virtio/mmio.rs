@@ -327,3 +327,124 @@ fn read_le(data: &[u8]) -> Option<u32> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::block::Block;
+    use super::super::testing::TestDriver;
+    use super::*;
+
+    fn driver() -> (TestDriver, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!(
+            "sbx-mmio-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::write(&path, vec![0u8; 4096]).unwrap();
+        let block = Block::open(&path, false).unwrap();
+        (TestDriver::new(Box::new(block)), path)
+    }
+
+    #[test]
+    fn identifies_as_a_version_2_device() {
+        let (mut d, path) = driver();
+        assert_eq!(d.read32(reg::MAGIC_VALUE), MAGIC);
+        assert_eq!(d.read32(reg::VERSION), 2);
+        assert_eq!(d.read32(reg::DEVICE_ID), super::super::TYPE_BLOCK);
+        assert_eq!(d.read32(reg::VENDOR_ID), VENDOR);
+        d.write32(reg::DEVICE_FEATURES_SEL, 1);
+        assert_eq!(d.read32(reg::DEVICE_FEATURES), 1, "VERSION_1 in page 1");
+        d.write32(reg::QUEUE_SEL, 0);
+        assert_eq!(d.read32(reg::QUEUE_NUM_MAX), 256);
+        d.write32(reg::QUEUE_SEL, 5);
+        assert_eq!(d.read32(reg::QUEUE_NUM_MAX), 0, "no such queue");
+        // Config space: capacity 8 sectors.
+        let mut cap = [0u8; 8];
+        d.transport.read(reg::CONFIG, &mut cap);
+        assert_eq!(u64::from_le_bytes(cap), 8);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn features_ok_needs_version_1_and_a_subset() {
+        let (mut d, path) = driver();
+        d.write32(reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
+        d.write32(reg::DRIVER_FEATURES_SEL, 0);
+        d.write32(reg::DRIVER_FEATURES, 0);
+        d.write32(
+            reg::STATUS,
+            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+        );
+        assert_eq!(
+            d.read32(reg::STATUS) & status::FEATURES_OK,
+            0,
+            "legacy driver refused"
+        );
+
+        d.write32(reg::DRIVER_FEATURES_SEL, 1);
+        d.write32(reg::DRIVER_FEATURES, 1 | 2); // VERSION_1 + an unoffered bit
+        d.write32(
+            reg::STATUS,
+            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+        );
+        assert_eq!(
+            d.read32(reg::STATUS) & status::FEATURES_OK,
+            0,
+            "unoffered bit refused"
+        );
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn reset_and_interrupt_ack() {
+        let (mut d, path) = driver();
+        d.init(0);
+        let hdr = super::super::testing::BUFFERS;
+        d.write_bytes(hdr, &[4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // flush
+        d.add_chain(0, &[(hdr, 16, false), (hdr + 0x100, 1, true)]);
+        d.notify(0);
+        assert_eq!(d.read32(reg::INTERRUPT_STATUS), INT_USED_RING);
+        assert!(d.irq.eventfd().read().unwrap() >= 1, "irqfd signalled");
+        d.write32(reg::INTERRUPT_ACK, INT_USED_RING);
+        assert_eq!(d.read32(reg::INTERRUPT_STATUS), 0);
+
+        d.write32(reg::STATUS, 0);
+        assert_eq!(d.read32(reg::STATUS), 0);
+        assert!(!d.transport.is_active());
+        d.write32(reg::QUEUE_SEL, 0);
+        assert_eq!(d.read32(reg::QUEUE_READY), 0, "queues reset");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn driver_ok_with_rings_outside_memory_fails_the_device_not_the_vmm() {
+        let (mut d, path) = driver();
+        d.write32(reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
+        d.write32(reg::DRIVER_FEATURES_SEL, 1);
+        d.write32(reg::DRIVER_FEATURES, 1);
+        let s = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
+        d.write32(reg::STATUS, s);
+        d.write32(reg::QUEUE_SEL, 0);
+        d.write32(reg::QUEUE_NUM, 8);
+        d.write32(reg::QUEUE_DESC_LOW, 0xffff_0000);
+        d.write32(reg::QUEUE_DESC_HIGH, 0xff);
+        d.write32(reg::QUEUE_READY, 1);
+        d.write32(reg::STATUS, s | status::DRIVER_OK);
+        assert_ne!(d.read32(reg::STATUS) & status::DEVICE_NEEDS_RESET, 0);
+        assert!(d.transport.failure().is_some());
+        d.notify(0); // ignored, no panic
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn odd_widths_and_offsets_are_ignored() {
+        let (mut d, path) = driver();
+        d.transport.write(reg::STATUS, &[1, 0]); // 2-byte register write
+        assert_eq!(d.read32(reg::STATUS), 0);
+        let mut b = [0u8; 1];
+        d.transport.read(0x0ec, &mut b);
+        d.transport.read(reg::CONFIG + 0xeff, &mut b);
+        assert_eq!(b, [0]);
+        std::fs::remove_file(path).unwrap();
+    }
+}

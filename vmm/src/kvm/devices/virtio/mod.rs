@@ -6,6 +6,8 @@ pub mod console;
 pub mod mmio;
 pub mod net;
 pub mod tap;
+#[cfg(test)]
+pub mod testing;
 
 use std::os::fd::RawFd;
 
