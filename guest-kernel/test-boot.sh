@@ -13,6 +13,7 @@
 #                         console=ttyS0 reboot=t panic=-1 quiet)
 #       SBX_TEST_INITRD   gzip (default) or none: initramfs compression
 #       SBX_TEST_VERBOSE  1: print the guest's serial output
+#       SBX_TEST_TIMEOUT  seconds before qemu is killed (default 120)
 # exit: 0 passed, 1 failed, 77 skipped (no kernel, qemu, busybox or mkfs.ext4).
 set -euo pipefail
 
@@ -108,7 +109,7 @@ while IFS= read -r line; do
     printf '%s\n' "$line" >>"$log"
     [ "${SBX_TEST_VERBOSE:-0}" = 1 ] && printf '  | %s\n' "$line"
     [ -z "$t_init" ] && [ "$line" = sbx-guest-ok ] && t_init=$EPOCHREALTIME
-done < <(timeout 300 "${qemu[@]}" </dev/null 2>&1; echo "sbx-qemu-exit $?")
+done < <(timeout "${SBX_TEST_TIMEOUT:-120}" "${qemu[@]}" </dev/null 2>&1; echo "sbx-qemu-exit $?")
 t1=$EPOCHREALTIME
 
 ms() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.0f", (b - a) * 1000}'; }
