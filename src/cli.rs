@@ -65,6 +65,40 @@ pub enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// Pull an image from a registry.
+    Pull(RegistryArgs),
+    /// Push an image to a registry.
+    Push(RegistryArgs),
+    /// Log in to a registry (credentials are checked, then kept in auth.json).
+    Login {
+        #[arg(short = 'u', long)]
+        username: Option<String>,
+        /// Read the password from stdin.
+        #[arg(long = "password-stdin")]
+        password_stdin: bool,
+        /// Talk plain http to this registry (loopback registries always are).
+        #[arg(long = "insecure-registry", value_name = "REGISTRY")]
+        insecure: Vec<String>,
+        /// The registry (docker.io when none is given).
+        registry: Option<String>,
+    },
+    /// Forget the credentials of a registry.
+    Logout {
+        /// The registry (docker.io when none is given).
+        registry: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// NAME[:TAG|@DIGEST]
+    pub name: String,
+    /// Talk plain http to this registry (loopback registries always are).
+    #[arg(long = "insecure-registry", value_name = "REGISTRY")]
+    pub insecure: Vec<String>,
+    /// Print only the digest.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]

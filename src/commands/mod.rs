@@ -1,6 +1,7 @@
 //! One module per group of verbs.
 
 mod image;
+mod registry;
 mod run;
 
 use anyhow::Result;
@@ -27,6 +28,15 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Image {
             command: ImageCommand::Bootstrap { name },
         } => crate::bootstrap::bootstrap(&root, &name),
+        Command::Pull(args) => registry::pull(&root, &args),
+        Command::Push(args) => registry::push(&root, &args),
+        Command::Login {
+            username,
+            password_stdin,
+            insecure,
+            registry,
+        } => registry::login(username, password_stdin, &insecure, registry.as_deref()),
+        Command::Logout { registry } => registry::logout(registry.as_deref()),
     }
 }
 

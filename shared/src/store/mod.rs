@@ -15,6 +15,7 @@ pub mod blobs;
 pub mod change;
 pub mod compress;
 mod error;
+mod fetched;
 mod gc;
 mod import;
 pub mod index;
@@ -35,6 +36,7 @@ use crate::paths::Root;
 use crate::reference::Reference;
 use blobs::Blobs;
 pub use error::StoreError;
+pub use fetched::Fetched;
 use index::{digest_of, lock_exclusive, lock_shared, ref_name, Layout};
 
 pub use oci_spec::image::{Config as RuntimeConfig, ImageConfiguration};
@@ -163,6 +165,14 @@ impl Store {
             .map(|n| self.resolve(n))
             .collect::<Result<Vec<_>, _>>()?;
         save::save(self, &images, out)
+    }
+
+    /// `sbx pull`: store an image fetched from a registry under `name`,
+    /// manifest bytes as they came. Every blob is checked (staged with its
+    /// digest and size as the manifest says, or already stored) before
+    /// anything is committed; a refused image leaves the store unchanged.
+    pub fn commit_fetched(&self, name: &Reference, fetched: Fetched) -> Result<Image, StoreError> {
+        fetched::commit(self, name, fetched)
     }
 
     pub fn images(&self) -> Result<Vec<ImageSummary>, StoreError> {
