@@ -118,6 +118,12 @@ pub enum IsolationArg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VmEngineArg {
+    Kvm,
+    Qemu,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum NetworkArg {
     None,
     Host,
@@ -176,6 +182,13 @@ pub struct RunArgs {
     /// Kill the sandbox after this many seconds.
     #[arg(long)]
     pub timeout: Option<f64>,
+    /// VM engine (--isolation=vm): sbx's own kvm, or qemu. Default: kvm
+    /// where KVM has hardware virtualization, else qemu.
+    #[arg(long = "vm-engine", value_enum)]
+    pub vm_engine: Option<VmEngineArg>,
+    /// Guest kernel for --isolation=vm (default: the one guest-kernel/build.sh built).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
     pub image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,

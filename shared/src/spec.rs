@@ -40,6 +40,27 @@ pub struct SandboxSpec {
     pub isolation: Isolation,
     /// Kill the sandbox after this long (the CLI's `--timeout`).
     pub timeout: Option<Duration>,
+    /// How a VM is booted (`--isolation=vm` only).
+    #[serde(default)]
+    pub vm: VmOptions,
+}
+
+/// VM-only choices: which engine, which guest kernel.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VmOptions {
+    /// `--vm-engine`; None: chosen from what KVM this host has.
+    pub engine: Option<VmEngine>,
+    /// `--kernel`; None: the one guest-kernel/build.sh built.
+    pub kernel: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmEngine {
+    /// sbx's own VMM on KVM.
+    Kvm,
+    /// `qemu-system-x86_64 -M microvm`.
+    Qemu,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

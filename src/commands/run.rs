@@ -11,12 +11,13 @@ use anyhow::{bail, Context, Result};
 use sbx_shared::backend::{Backend, Sandbox, Stdio};
 use sbx_shared::paths::Root;
 use sbx_shared::spec::{
-    self, ImageInfo, Isolation, Limits, NetworkMode, Process, Rootfs, SandboxSpec,
+    self, ImageInfo, Isolation, Limits, NetworkMode, Process, Rootfs, SandboxSpec, VmEngine,
+    VmOptions,
 };
 use sbx_shared::state::{Record, State, Status};
 use sbx_shared::store::{Image, Store};
 
-use crate::cli::{IsolationArg, NetworkArg, RunArgs};
+use crate::cli::{IsolationArg, NetworkArg, RunArgs, VmEngineArg};
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -93,6 +94,13 @@ pub fn run(root: &Root, args: RunArgs) -> Result<u8> {
         limits,
         isolation,
         timeout,
+        vm: VmOptions {
+            engine: args.vm_engine.map(|e| match e {
+                VmEngineArg::Kvm => VmEngine::Kvm,
+                VmEngineArg::Qemu => VmEngine::Qemu,
+            }),
+            kernel: args.kernel.clone(),
+        },
     };
 
     let result = run_spec(root, &spec, &state, &mut record);
@@ -105,7 +113,7 @@ pub fn run(root: &Root, args: RunArgs) -> Result<u8> {
 fn run_spec(root: &Root, spec: &SandboxSpec, state: &State, record: &mut Record) -> Result<u8> {
     let backend: Box<dyn Backend> = match spec.isolation {
         Isolation::Container => Box::new(sbx_container::ContainerBackend::new(root)),
-        Isolation::Vm => Box::new(sbx_vmm::VmBackend),
+        Isolation::Vm => Box::new(sbx_vmm::VmBackend::new(root)),
     };
     // Handlers go in before the workload starts, so a signal that arrives
     // while it starts is queued and forwarded rather than killing sbx. The

@@ -1,0 +1,304 @@
+//! The init's loop while the workload runs: one poll(2) over the control
+//! port, the workload's output, the stdin console and a signalfd for
+//! SIGCHLD. Output is copied to its console, input to the workload (with
+//! backpressure), host messages are applied, children are reaped.
+//!
+//! When the workload ends, every process left is killed, its output drained
+//! to EOF, and the consoles flushed to the host before the exit is reported.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use sbx_vm_protocol::{GuestSpec, HostMessage};
+
+use crate::console::{self, Control};
+use crate::workload::{self, Started};
+
+/// After the workload ends, how long its leftovers may take to die and
+/// their output to drain.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+const CHUNK: usize = 64 * 1024;
+
+/// The consoles the workload's streams travel on.
+pub struct Consoles {
+    pub stdout: File,
+    pub stderr: File,
+    pub stdin: File,
+}
+
+pub struct Relay {
+    ctl: Control,
+    consoles: Consoles,
+    pid: Pid,
+    terminal: bool,
+    out: Option<OwnedFd>,
+    err: Option<OwnedFd>,
+    /// Where input goes; None once closed (or never asked for).
+    input: Option<OwnedFd>,
+    /// Read from the stdin console, not yet taken by the workload.
+    pending: Vec<u8>,
+    /// Bytes read from the stdin console so far.
+    received: u64,
+    /// The host's count of stdin bytes, once its stdin ended.
+    stdin_eof_at: Option<u64>,
+    sigfd: Option<SignalFd>,
+    status: Option<(i32, Option<i32>)>,
+    drain_deadline: Option<Instant>,
+}
+
+#[derive(Clone, Copy)]
+enum Source {
+    Control,
+    Signals,
+    Out,
+    Err,
+    Stdin,
+    Input,
+}
+
+fn read_fd(fd: RawFd, buf: &mut [u8]) -> Result<usize, Errno> {
+    // SAFETY: read(2) into a buffer we own, of its length.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    Errno::result(n).map(|n| n as usize)
+}
+
+fn set_nonblocking(fd: &OwnedFd) {
+    let _ = nix::fcntl::fcntl(
+        fd.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    );
+}
+
+impl Relay {
+    pub fn new(ctl: Control, consoles: Consoles, w: Started, spec: &GuestSpec) -> Relay {
+        workload::block_sigchld();
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGCHLD);
+        let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(|e| eprintln!("sbx-guest-init: signalfd: {}", e.desc()))
+            .ok();
+        if let Some(i) = &w.stdin {
+            set_nonblocking(i);
+        }
+        set_nonblocking(&w.stdout);
+        if let Some(e) = &w.stderr {
+            set_nonblocking(e);
+        }
+        Relay {
+            ctl,
+            consoles,
+            pid: w.pid,
+            terminal: w.terminal,
+            out: Some(w.stdout),
+            err: w.stderr,
+            input: w.stdin.filter(|_| spec.stdin || spec.terminal),
+            pending: Vec::new(),
+            received: 0,
+            stdin_eof_at: None,
+            sigfd,
+            status: None,
+            drain_deadline: None,
+        }
+    }
+
+    /// Relay until the workload has ended and its output is drained; give
+    /// back the control port and the exit (code, signal).
+    pub fn run(mut self) -> (Control, i32, Option<i32>) {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            self.reap();
+            if self.status.is_some() && self.out.is_none() && self.err.is_none() {
+                break;
+            }
+            if self.drain_deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            let mut fds: Vec<libc::pollfd> = Vec::new();
+            let mut sources: Vec<Source> = Vec::new();
+            let mut watch = |fd: RawFd, events: libc::c_short, s: Source| {
+                fds.push(libc::pollfd {
+                    fd,
+                    events,
+                    revents: 0,
+                });
+                sources.push(s);
+            };
+            watch(self.ctl.port().as_raw_fd(), libc::POLLIN, Source::Control);
+            if let Some(s) = &self.sigfd {
+                watch(s.as_raw_fd(), libc::POLLIN, Source::Signals);
+            }
+            if let Some(o) = &self.out {
+                watch(o.as_raw_fd(), libc::POLLIN, Source::Out);
+            }
+            if let Some(e) = &self.err {
+                watch(e.as_raw_fd(), libc::POLLIN, Source::Err);
+            }
+            if let Some(i) = &self.input {
+                if self.pending.is_empty() {
+                    if self.status.is_none() {
+                        watch(self.consoles.stdin.as_raw_fd(), libc::POLLIN, Source::Stdin);
+                    }
+                } else {
+                    watch(i.as_raw_fd(), libc::POLLOUT, Source::Input);
+                }
+            }
+            // Without a signalfd, reap by polling.
+            let timeout = if self.drain_deadline.is_some() || self.sigfd.is_none() {
+                50
+            } else {
+                -1
+            };
+            // SAFETY: poll(2) over a pollfd array we own, of its length.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+            if n < 0 {
+                continue; // EINTR
+            }
+            for (pfd, source) in fds.iter().zip(sources) {
+                if pfd.revents != 0 {
+                    self.handle(source, &mut buf);
+                }
+            }
+        }
+        console::drain(&self.consoles.stdout);
+        console::drain(&self.consoles.stderr);
+        let (code, signal) = self.status.unwrap_or((crate::SETUP_FAILED, None));
+        (self.ctl, code, signal)
+    }
+
+    fn handle(&mut self, source: Source, buf: &mut [u8]) {
+        match source {
+            Source::Control => {
+                for m in self.ctl.read_messages() {
+                    self.apply(m);
+                }
+            }
+            Source::Signals => {
+                if let Some(s) = &mut self.sigfd {
+                    while let Ok(Some(_)) = s.read_signal() {}
+                }
+            }
+            Source::Out => {
+                if !copy_out(&mut self.out, &mut self.consoles.stdout, buf) {
+                    self.out = None;
+                }
+            }
+            Source::Err => {
+                if !copy_out(&mut self.err, &mut self.consoles.stderr, buf) {
+                    self.err = None;
+                }
+            }
+            Source::Stdin => match read_fd(self.consoles.stdin.as_raw_fd(), buf) {
+                Ok(n) if n > 0 => {
+                    self.received += n as u64;
+                    self.pending.extend_from_slice(&buf[..n]);
+                    self.flush_input();
+                }
+                _ => {}
+            },
+            Source::Input => self.flush_input(),
+        }
+    }
+
+    fn apply(&mut self, m: HostMessage) {
+        match m {
+            HostMessage::Signal { signal } => {
+                if self.status.is_none() {
+                    if let Ok(sig) = Signal::try_from(signal) {
+                        let _ = nix::sys::signal::kill(self.pid, sig);
+                    }
+                }
+            }
+            HostMessage::Resize { rows, cols } => {
+                if let (true, Some(master)) = (self.terminal, &self.out) {
+                    workload::set_winsize(master.as_raw_fd(), rows, cols);
+                }
+            }
+            HostMessage::StdinEof { bytes } => {
+                self.stdin_eof_at = Some(bytes);
+                self.close_input_at_eof();
+            }
+        }
+    }
+
+    fn flush_input(&mut self) {
+        let Some(input) = &self.input else {
+            self.pending.clear();
+            return;
+        };
+        while !self.pending.is_empty() {
+            match nix::unistd::write(input, &self.pending) {
+                Ok(n) => {
+                    self.pending.drain(..n);
+                }
+                Err(Errno::EAGAIN) => return,
+                Err(Errno::EINTR) => {}
+                Err(_) => {
+                    // EPIPE: the workload closed its stdin.
+                    self.input = None;
+                    self.pending.clear();
+                    return;
+                }
+            }
+        }
+        self.close_input_at_eof();
+    }
+
+    /// Close the workload's stdin once every byte the host sent has been
+    /// passed on. A terminal has no end of input but the EOF character,
+    /// which travels in the stream.
+    fn close_input_at_eof(&mut self) {
+        if let Some(at) = self.stdin_eof_at {
+            if !self.terminal && self.received >= at && self.pending.is_empty() {
+                self.input = None;
+            }
+        }
+    }
+
+    /// Reap every child that has ended; when the workload is among them,
+    /// kill what it left behind so its streams reach EOF.
+    fn reap(&mut self) {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == self.pid => {
+                    self.workload_ended(code, None);
+                }
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == self.pid => {
+                    self.workload_ended(128 + sig as i32, Some(sig as i32));
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn workload_ended(&mut self, code: i32, signal: Option<i32>) {
+        self.status = Some((code, signal));
+        self.input = None;
+        // SAFETY: kill(-1, SIGKILL) signals every process but the caller
+        // (PID 1); it takes no pointers.
+        unsafe { libc::kill(-1, libc::SIGKILL) };
+        self.drain_deadline = Some(Instant::now() + DRAIN_LIMIT);
+    }
+}
+
+/// Copy what is readable from `from` to the console; false at EOF (a pty
+/// master reads EIO once no slave is open).
+fn copy_out(from: &mut Option<OwnedFd>, to: &mut File, buf: &mut [u8]) -> bool {
+    let Some(fd) = from else { return false };
+    match read_fd(fd.as_raw_fd(), buf) {
+        Ok(0) => false,
+        Ok(n) => {
+            let _ = to.write_all(&buf[..n]);
+            true
+        }
+        Err(Errno::EAGAIN) | Err(Errno::EINTR) => true,
+        Err(_) => false,
+    }
+}
