@@ -145,7 +145,7 @@ impl Vmm {
         let bus = Arc::new(Bus::new(serial, transports));
 
         let vcpus = (0..config.vcpus)
-            .map(|i| Vcpu::new(&vm, i, config.vcpus, kernel.entry, policy))
+            .map(|i| Vcpu::new(&vm, mem.clone(), i, config.vcpus, kernel.entry, policy))
             .collect::<Result<Vec<_>, _>>()?;
         timings.mark_vcpus_ready();
         let stopper = Stopper::new()?;
