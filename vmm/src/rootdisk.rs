@@ -186,5 +186,22 @@ fn build(tmp: &Path, work: &Path, layers: &[PathBuf]) -> Result<(), DiskError> {
             stderr: stderr.trim().lines().last().unwrap_or("").to_string(),
         });
     }
+    // mkfs makes a /lost+found the image never had; the workload must see
+    // the image's tree and nothing else.
+    if !layers.iter().any(|l| l.join("lost+found").exists()) {
+        let status = Command::new("debugfs")
+            .args(["-w", "-R", "rmdir lost+found"])
+            .arg(tmp)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if !status.is_ok_and(|s| s.success()) {
+            return Err(DiskError::Mkfs {
+                status: "debugfs".into(),
+                stderr: "removing lost+found failed".into(),
+            });
+        }
+    }
     Ok(())
 }

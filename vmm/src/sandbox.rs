@@ -18,7 +18,7 @@ use crate::VmError;
 /// How long the guest may take to power off once it reported the exit.
 const POWEROFF_GRACE: Duration = Duration::from_secs(10);
 /// Lines of the serial console quoted when the VM dies unexpectedly.
-const LOG_TAIL_LINES: usize = 8;
+const LOG_TAIL_LINES: usize = 3;
 
 /// Reads [`GuestEvent`]s off the control port.
 pub struct EventReader {
@@ -142,18 +142,29 @@ impl BootRecord {
     }
 }
 
-/// The last lines of the VM's logs, to quote in an error.
+/// What the VM's logs say about its end, to quote in an error: the
+/// kernel's panic line when there is one, the serial console's last lines,
+/// and the VMM's own last complaint.
 pub fn log_tail(serial: &Path, vmm: &Path) -> String {
-    let mut out = String::new();
     let text = std::fs::read_to_string(serial).unwrap_or_default();
     let lines: Vec<&str> = text
         .lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.trim_end_matches('\r').trim())
+        .filter(|l| !l.is_empty())
         .collect();
-    if !lines.is_empty() {
-        out.push_str(&format!("; serial console ({}) ends:", serial.display()));
-        for l in &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..] {
+    let mut quoted: Vec<&str> = Vec::new();
+    if let Some(panic) = lines.iter().find(|l| l.contains("Kernel panic")) {
+        quoted.push(panic);
+    }
+    for l in &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..] {
+        if !quoted.contains(l) {
+            quoted.push(l);
+        }
+    }
+    let mut out = String::new();
+    if !quoted.is_empty() {
+        out.push_str("; guest serial console:");
+        for l in quoted {
             out.push_str("\n  ");
             out.push_str(l);
         }
