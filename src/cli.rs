@@ -23,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a command in a new sandbox.
     Run(Box<RunArgs>),
+    /// Build an image from a Dockerfile.
+    Build(Box<BuildArgs>),
     /// Import a rootfs tarball (plain, gzip or zstd; '-' for stdin) as an image.
     Import {
         file: String,
@@ -192,4 +194,28 @@ pub struct RunArgs {
     pub image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Name (and optionally a tag) for the image: NAME[:TAG]; may repeat.
+    #[arg(short = 't', long = "tag")]
+    pub tags: Vec<String>,
+    /// The Dockerfile (default: CONTEXT/Dockerfile; '-' for stdin).
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Build-time variable: KEY=VALUE (KEY alone takes the host's value).
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// The stage to build (default: the last).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Do not use the build cache.
+    #[arg(long = "no-cache")]
+    pub no_cache: bool,
+    /// Isolation level the RUN steps run under.
+    #[arg(long, value_enum, default_value = "container")]
+    pub isolation: IsolationArg,
+    /// The build context directory.
+    pub context: PathBuf,
 }

@@ -62,6 +62,7 @@ impl Backend for ContainerBackend {
         match spawn(spec, &dirs, &cgroup, &seccomp, stdio) {
             Ok((pid, io)) => Ok(Box::new(ContainerSandbox {
                 pid,
+                upper: dirs.upper.clone(),
                 cgroup,
                 tty: io.tty.as_ref().and_then(|t| t.try_clone().ok()),
                 io: Mutex::new(io),
@@ -263,6 +264,8 @@ fn pidns_stats(init: Pid) -> Stats {
 
 pub struct ContainerSandbox {
     pid: Pid,
+    /// The overlay upper dir: what the workload changed.
+    upper: std::path::PathBuf,
     cgroup: Cgroup,
     /// A second handle on the pty master, for window-size changes after the
     /// caller has taken the first.
@@ -319,6 +322,22 @@ impl Sandbox for ContainerSandbox {
         Ok(pidns_stats(self.pid))
     }
 
+    fn diff(&self, out: &mut dyn std::io::Write) -> Result<(), BackendError> {
+        if self
+            .reaped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+        {
+            return Err(BackendError::Setup(
+                "the sandbox's changes can be taken only after it has exited".into(),
+            ));
+        }
+        sbx_shared::build::layer::write_upper(&self.upper, out, &mount_point)
+            .map(|_| ())
+            .map_err(|e| BackendError::io(format!("exporting {}", self.upper.display()), e))
+    }
+
     fn resize(&self, rows: u16, cols: u16) -> Result<(), BackendError> {
         let Some(tty) = &self.tty else { return Ok(()) };
         let size = libc::winsize {
@@ -332,5 +351,16 @@ impl Sandbox for ContainerSandbox {
             return Err(setup_err("resizing the terminal")(Errno::last()));
         }
         Ok(())
+    }
+}
+
+/// What the backend itself leaves in the upper dir when the image lacks
+/// it: empty mount points for /proc, /sys, /dev and the generated /etc
+/// files. They are not the workload's changes.
+fn mount_point(path: &str, st: &std::fs::Metadata) -> bool {
+    match path {
+        "proc" | "sys" | "dev" => st.is_dir(),
+        "etc/hosts" | "etc/hostname" | "etc/resolv.conf" => st.is_file() && st.len() == 0,
+        _ => false,
     }
 }

@@ -113,4 +113,13 @@ pub trait Sandbox: Send + Sync {
     fn stats(&self) -> Result<Stats, BackendError>;
     /// Tell the workload's terminal its new size.
     fn resize(&self, rows: u16, cols: u16) -> Result<(), BackendError>;
+    /// After [`Sandbox::wait`]: write what the workload changed in its root
+    /// filesystem as an OCI layer tar (deletions as `.wh.` whiteouts). This
+    /// is how a build's `RUN` step becomes a layer under any backend.
+    fn diff(&self, out: &mut dyn std::io::Write) -> Result<(), BackendError> {
+        let _ = out;
+        Err(BackendError::Unsupported(
+            "this backend cannot export a sandbox's filesystem changes yet".into(),
+        ))
+    }
 }

@@ -6,6 +6,7 @@
 //! backend will run a spec.
 
 pub mod backend;
+pub mod build;
 pub mod digest;
 pub mod ids;
 pub mod paths;

@@ -1,5 +1,6 @@
 //! One module per group of verbs.
 
+mod build;
 mod image;
 mod registry;
 mod run;
@@ -15,6 +16,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
     let root = Root::new(cli.root);
     match cli.command {
         Command::Run(args) => run::run(&root, *args),
+        Command::Build(args) => build::build(&root, *args),
         Command::Import {
             file,
             name,

@@ -74,26 +74,32 @@ pub fn import(
     })?;
     let (config_digest, config_size) = blobs.put_bytes(&config_bytes)?;
 
+    let layer = Descriptor::new(MediaType::ImageLayer, layer_size, oci_digest(&layer)?);
+    let manifest_bytes = manifest(&config_digest, config_size, &[layer])?;
+    Ok(blobs.put_bytes(&manifest_bytes)?.0)
+}
+
+/// The manifest (JSON bytes) of a config and its uncompressed layers.
+pub(crate) fn manifest(
+    config: &Digest,
+    config_size: u64,
+    layers: &[Descriptor],
+) -> Result<Vec<u8>, StoreError> {
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
         .config(Descriptor::new(
             MediaType::ImageConfig,
             config_size,
-            oci_digest(&config_digest)?,
+            oci_digest(config)?,
         ))
-        .layers(vec![Descriptor::new(
-            MediaType::ImageLayer,
-            layer_size,
-            oci_digest(&layer)?,
-        )])
+        .layers(layers.to_vec())
         .build()
         .map_err(spec_err)?;
-    let manifest_bytes = serde_json::to_vec(&manifest).map_err(|source| StoreError::Json {
+    serde_json::to_vec(&manifest).map_err(|source| StoreError::Json {
         what: "the new manifest".into(),
         source,
-    })?;
-    Ok(blobs.put_bytes(&manifest_bytes)?.0)
+    })
 }
 
 /// Errors a decompressor gives for bad input (not a disk problem).

@@ -360,6 +360,74 @@ impl Store {
             .collect()
     }
 
+    /// Hold off garbage collection while blobs that no ref names yet are
+    /// being written (a build's layers); released when dropped.
+    pub fn writing(&self) -> Result<index::LockGuard, StoreError> {
+        lock_shared(&self.layout.gc_lock())
+    }
+
+    /// The descriptors of an image's layer blobs, bottom first.
+    pub fn layer_descriptors(&self, image: &Image) -> Result<Vec<Descriptor>, StoreError> {
+        Ok(self.manifest(&image.manifest_digest)?.layers().clone())
+    }
+
+    /// Store a layer tar as it is (uncompressed, so its digest is its
+    /// diff-id); returns the digest and size.
+    pub fn put_layer(&self, reader: &mut dyn Read) -> Result<(Digest, u64), StoreError> {
+        let _writing = lock_shared(&self.layout.gc_lock())?;
+        self.blobs.put_reader(reader, None)
+    }
+
+    /// Write an image from a ready config (JSON bytes, whose
+    /// `rootfs.diff_ids` has one entry per layer) and the descriptors of its
+    /// stored layer blobs, bottom first; name it when `name` is given.
+    /// Writing the same config and layers again stores nothing new.
+    pub fn commit_image(
+        &self,
+        name: Option<&str>,
+        config: &[u8],
+        layers: &[Descriptor],
+    ) -> Result<Image, StoreError> {
+        let reference = name.map(Reference::parse).transpose()?;
+        let parsed: ImageConfiguration =
+            serde_json::from_slice(config).map_err(|source| StoreError::Json {
+                what: "the new image config".into(),
+                source,
+            })?;
+        if parsed.rootfs().diff_ids().len() != layers.len() {
+            return Err(StoreError::Other(format!(
+                "the image config lists {} diff-ids for {} layers",
+                parsed.rootfs().diff_ids().len(),
+                layers.len()
+            )));
+        }
+        let _writing = lock_shared(&self.layout.gc_lock())?;
+        for layer in layers {
+            let digest = digest_of(layer)?;
+            if !self.blobs.exists(&digest) {
+                return Err(StoreError::MissingBlob(digest));
+            }
+        }
+        let (config_digest, config_size) = self.blobs.put_bytes(config)?;
+        let manifest = import::manifest(&config_digest, config_size, layers)?;
+        let (manifest_digest, manifest_size) = self.blobs.put_bytes(&manifest)?;
+        match &reference {
+            Some(r) => self.set_ref(r, &manifest_digest)?,
+            None => {
+                let desc = index::manifest_descriptor(&manifest_digest, manifest_size, None)?;
+                self.layout.update(|manifests| {
+                    if !manifests.iter().any(|d| d.digest() == desc.digest()) {
+                        manifests.push(desc);
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        let name = reference.map_or_else(|| config_digest.to_string(), |r| r.familiar());
+        let desc = index::manifest_descriptor(&manifest_digest, manifest_size, None)?;
+        self.image_at(&name, &desc)
+    }
+
     /// Point `name` at a stored manifest.
     fn set_ref(&self, name: &Reference, manifest: &Digest) -> Result<(), StoreError> {
         let familiar = name.familiar();
