@@ -51,6 +51,37 @@ pub fn low_ram_end(mem: &GuestMemoryMmap) -> u64 {
         .unwrap_or(0)
 }
 
+/// Bytes of guest RAM the host has actually allocated (pages the guest or
+/// the VMM touched), by mincore(2) over each region.
+pub fn resident_bytes(mem: &GuestMemoryMmap) -> u64 {
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
+    const PAGE: usize = 4096;
+    const CHUNK: usize = 1 << 30;
+    let mut pages = 0u64;
+    let mut vec = vec![0u8; CHUNK / PAGE];
+    for region in mem.iter() {
+        let Ok(host) = region.get_host_address(MemoryRegionAddress(0)) else {
+            continue;
+        };
+        let len = region.len() as usize;
+        let mut offset = 0;
+        while offset < len {
+            let n = (len - offset).min(CHUNK);
+            // SAFETY: [host + offset, +n) lies inside the region's live
+            // mapping, page aligned; `vec` holds one byte per page of it.
+            let r = unsafe { libc::mincore(host.add(offset).cast(), n, vec.as_mut_ptr()) };
+            if r == 0 {
+                pages += vec[..n.div_ceil(PAGE)]
+                    .iter()
+                    .filter(|b| *b & 1 != 0)
+                    .count() as u64;
+            }
+            offset += n;
+        }
+    }
+    pages * PAGE as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,7 +105,11 @@ mod tests {
 
     #[test]
     fn maps_lazily() {
+        use vm_memory::Bytes;
         let mem = create(64).unwrap();
         assert_eq!(low_ram_end(&mem), 64 << 20);
+        assert_eq!(resident_bytes(&mem), 0);
+        mem.write_obj(1u64, GuestAddress(0x5000)).unwrap();
+        assert_eq!(resident_bytes(&mem), 4096);
     }
 }

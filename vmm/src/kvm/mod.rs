@@ -46,6 +46,8 @@ pub enum VmExit {
 pub struct RunReport {
     pub exit: VmExit,
     pub phases: PhaseTimes,
+    /// Guest RAM the host allocated by the end of the run.
+    pub guest_resident_bytes: u64,
     /// virtio devices that stopped serving a misbehaving driver, and why.
     pub device_failures: Vec<String>,
 }

@@ -103,7 +103,7 @@ impl Vmm {
     pub fn run(self) -> Result<RunReport, KvmError> {
         let Vmm {
             timings,
-            _mem,
+            mem,
             vm,
             vcpus,
             bus,
@@ -179,6 +179,7 @@ impl Vmm {
                     .map(|f| format!("virtio device type {}: {f}", t.device_type()))
             })
             .collect();
+        let guest_resident_bytes = super::memory::resident_bytes(&mem);
         // vCPU fds close before the VM fd.
         drop(vcpu_fds);
         drop(vm);
@@ -194,6 +195,7 @@ impl Vmm {
         Ok(RunReport {
             exit,
             phases: timings.phases(),
+            guest_resident_bytes,
             device_failures,
         })
     }

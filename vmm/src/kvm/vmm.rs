@@ -33,7 +33,7 @@ pub const MAX_VCPUS: u8 = 254;
 /// A VM ready to run.
 pub struct Vmm {
     pub(super) timings: Arc<Timings>,
-    pub(super) _mem: Arc<GuestMemoryMmap>,
+    pub(super) mem: Arc<GuestMemoryMmap>,
     pub(super) vm: Vm,
     pub(super) vcpus: Vec<Vcpu>,
     pub(super) bus: Arc<Bus>,
@@ -151,7 +151,7 @@ impl Vmm {
         let stopper = Stopper::new()?;
         Ok(Vmm {
             timings,
-            _mem: mem,
+            mem,
             vm,
             vcpus,
             bus,
