@@ -36,10 +36,8 @@ impl std::fmt::Display for Engine {
 pub enum EngineError {
     #[error("--vm-engine=kvm: /dev/kvm is missing (no KVM on this host); use --vm-engine=qemu")]
     NoKvm,
-    #[error(
-        "--vm-engine=kvm: the kvm engine cannot boot the Linux guest yet; use --vm-engine=qemu"
-    )]
-    KvmNotReady,
+    #[error("--vm-engine=kvm: /dev/kvm is PVM (/sys/module/kvm_pvm), where the kvm engine boots Linux only up to its first system call; use --vm-engine=qemu")]
+    KvmPvm,
 }
 
 /// A VM an engine has started.
@@ -89,15 +87,20 @@ pub fn choose(
     };
     match requested {
         Some(VmEngine::Qemu) => Ok((Engine::Qemu(qemu_accel), None)),
-        Some(VmEngine::Kvm) if host == HostKvm::Missing => Err(EngineError::NoKvm),
-        // The kvm engine (vmm/src/kvm) boots its test guests; wiring it to
-        // the Linux guest contract is the next step.
-        Some(VmEngine::Kvm) => Err(EngineError::KvmNotReady),
+        Some(VmEngine::Kvm) => match host {
+            HostKvm::Missing => Err(EngineError::NoKvm),
+            HostKvm::Pvm => Err(EngineError::KvmPvm),
+            HostKvm::Hardware => Ok((Engine::Kvm, None)),
+        },
         None => {
             let why = match host {
                 HostKvm::Missing => "/dev/kvm is missing",
                 HostKvm::Pvm => "/dev/kvm is PVM (/sys/module/kvm_pvm), which cannot run a standard guest kernel",
-                HostKvm::Hardware => "the kvm engine cannot boot the Linux guest yet",
+                // Until the kvm engine has run the guest contract end to end
+                // on such a host, QEMU on KVM is the default there.
+                HostKvm::Hardware => {
+                    "the kvm engine is not yet the default for the Linux guest (--vm-engine=kvm to use it)"
+                }
             };
             let engine = Engine::Qemu(qemu_accel);
             Ok((engine, Some(format!("sbx: vm engine {engine}: {why}"))))
