@@ -89,6 +89,141 @@ pub enum Command {
         /// The registry (docker.io when none is given).
         registry: Option<String>,
     },
+    /// List sandboxes.
+    Ps(PsArgs),
+    /// Show a sandbox's output.
+    Logs(LogsArgs),
+    /// Stop running sandboxes: the image's STOPSIGNAL, then SIGKILL.
+    Stop(StopArgs),
+    /// Send a signal to running sandboxes.
+    Kill {
+        /// Signal name or number.
+        #[arg(short = 's', long = "signal", default_value = "KILL")]
+        signal: String,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Start stopped sandboxes again (detached).
+    Start {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Stop, then start sandboxes.
+    Restart(StopArgs),
+    /// Wait for sandboxes to end and print their exit codes.
+    Wait {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Remove sandboxes.
+    Rm {
+        /// Kill and remove running sandboxes too.
+        #[arg(short, long)]
+        force: bool,
+        /// Remove the sandbox's anonymous volumes too (it has none yet).
+        #[arg(short, long)]
+        volumes: bool,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Show sandboxes' configuration and state as JSON.
+    Inspect {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Run a command in a running sandbox.
+    Exec(ExecArgs),
+    /// Housekeeping: prune, df.
+    System {
+        #[command(subcommand)]
+        command: SystemCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show all sandboxes (default: running ones).
+    #[arg(short, long)]
+    pub all: bool,
+    /// Only ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// name=, id=, status=, ancestor= (repeatable; the same key ORs, keys AND).
+    #[arg(short, long)]
+    pub filter: Vec<String>,
+    /// table (default) or json (one object per line).
+    #[arg(long, default_value = "table")]
+    pub format: String,
+    /// Do not truncate ids and commands.
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Follow the output until the sandbox ends.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines ("all": every line).
+    #[arg(short = 'n', long, default_value = "all")]
+    pub tail: String,
+    /// Prefix each line with its time.
+    #[arg(short, long)]
+    pub timestamps: bool,
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait for the stop signal before SIGKILL.
+    #[arg(short = 't', long = "time", default_value_t = 10.0)]
+    pub time: f64,
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Keep stdin open.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Set an environment variable (KEY=VALUE, or KEY to pass the host's value).
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Working directory inside the sandbox.
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// USER[:GROUP], names or numbers.
+    #[arg(short = 'u', long = "user")]
+    pub user: Option<String>,
+    pub id: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Remove exited sandboxes (and with -a, images no sandbox uses).
+    Prune {
+        /// Remove every image no sandbox uses too.
+        #[arg(short, long)]
+        all: bool,
+        /// Remove unused volumes too (there are none yet).
+        #[arg(long)]
+        volumes: bool,
+        /// Do not ask (sbx never asks; accepted for Docker's scripts).
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Disk usage of images and sandboxes.
+    Df {
+        /// table (default) or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -184,6 +319,12 @@ pub struct RunArgs {
     /// Kill the sandbox after this many seconds.
     #[arg(long)]
     pub timeout: Option<f64>,
+    /// Run in the background under a monitor process; print the id.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// With -d: no, on-failure[:N] or always.
+    #[arg(long, default_value = "no")]
+    pub restart: String,
     /// VM engine (--isolation=vm): sbx's own kvm, or qemu. Default: kvm
     /// where KVM has hardware virtualization, else qemu.
     #[arg(long = "vm-engine", value_enum)]

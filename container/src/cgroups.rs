@@ -216,6 +216,32 @@ impl Cgroup {
         Ok(())
     }
 
+    /// No cgroups (a process that only joined a sandbox's).
+    pub fn none() -> Cgroup {
+        Cgroup {
+            version: Version::V1,
+            dirs: Vec::new(),
+        }
+    }
+
+    /// The cgroups a sandbox created earlier (by another process) still
+    /// has: for `exec` to join them, and to remove them after its monitor
+    /// was killed.
+    pub fn existing(id: &str) -> Cgroup {
+        let version = version();
+        let candidates: Vec<PathBuf> = match version {
+            Version::V2 => vec![Path::new(CGROUP_ROOT).join("sbx").join(id)],
+            Version::V1 => ["memory", "cpu", "pids"]
+                .iter()
+                .map(|c| Path::new(CGROUP_ROOT).join(c).join("sbx").join(id))
+                .collect(),
+        };
+        Cgroup {
+            version,
+            dirs: candidates.into_iter().filter(|d| d.is_dir()).collect(),
+        }
+    }
+
     /// The `cgroup.procs` files the child writes 0 into to join.
     pub fn procs_files(&self) -> Vec<PathBuf> {
         self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()

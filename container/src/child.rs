@@ -16,7 +16,7 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{SigHandler, Signal};
 use nix::unistd::{Gid, Uid};
 
-use sbx_shared::spec::{NetworkMode, SandboxSpec};
+use sbx_shared::spec::{NetworkMode, Process, SandboxSpec};
 
 use crate::rootfs::{self, SandboxDirs};
 use crate::seccomp::BpfProgram;
@@ -66,7 +66,30 @@ fn sys(what: &str) -> impl FnOnce(Errno) -> Failure + '_ {
 /// Never returns: execs the workload or exits.
 pub fn run(args: ChildArgs) -> ! {
     let pipe = args.error_pipe.as_raw_fd();
-    let Failure(code, message) = match setup_and_exec(&args) {
+    report_and_exit(pipe, setup_and_exec(&args))
+}
+
+/// What the child of `sbx exec` needs, opened by its parent: the
+/// workload's namespaces (all but pid, which the parent joined before
+/// cloning) and its root directory.
+pub struct ExecChildArgs<'a> {
+    pub process: &'a Process,
+    pub namespaces: &'a [(OwnedFd, CloneFlags)],
+    pub root: &'a OwnedFd,
+    pub cgroup_procs: &'a [PathBuf],
+    pub seccomp: &'a BpfProgram,
+    pub error_pipe: OwnedFd,
+    pub stdio: ChildStdio,
+}
+
+/// Never returns: joins the running sandbox and execs the process, or exits.
+pub fn run_exec(args: ExecChildArgs) -> ! {
+    let pipe = args.error_pipe.as_raw_fd();
+    report_and_exit(pipe, join_and_exec(&args))
+}
+
+fn report_and_exit(pipe: RawFd, result: Result<Never, Failure>) -> ! {
+    let Failure(code, message) = match result {
         Ok(never) => match never {},
         Err(f) => f,
     };
@@ -81,6 +104,22 @@ pub fn run(args: ChildArgs) -> ! {
     // SAFETY: _exit skips atexit handlers and destructors, which belong to
     // the parent's copy of this address space.
     unsafe { libc::_exit(code) }
+}
+
+fn join_and_exec(args: &ExecChildArgs) -> Result<Never, Failure> {
+    set_pdeathsig()?;
+    for procs in args.cgroup_procs {
+        std::fs::write(procs, "0")
+            .map_err(|e| format!("joining cgroup {}: {e}", procs.display()))?;
+    }
+    // The cgroup namespace after the cgroups; the mount namespace last,
+    // then the workload's root (pivoted to, so not the namespace's own).
+    for (fd, flag) in args.namespaces {
+        nix::sched::setns(fd, *flag).map_err(sys("joining the sandbox's namespaces"))?;
+    }
+    nix::unistd::fchdir(args.root.as_raw_fd()).map_err(sys("entering the sandbox's root"))?;
+    nix::unistd::chroot(".").map_err(sys("entering the sandbox's root"))?;
+    exec_process(args.process, &args.stdio, args.seccomp)
 }
 
 enum Never {}
@@ -104,15 +143,25 @@ fn setup_and_exec(args: &ChildArgs) -> Result<Never, Failure> {
         loopback_up().map_err(sys("bringing up lo"))?;
     }
 
-    setup_stdio(&args.stdio, spec.process.stdin)?;
+    exec_process(&spec.process, &args.stdio, args.seccomp)
+}
 
-    let user = user::resolve(&spec.process.user).map_err(Failure::from)?;
-    let mut env = spec.process.env.clone();
+/// From stdio to execve, the same for a sandbox's workload and for a
+/// process `exec` adds: user, rlimits, capabilities, no_new_privs, seccomp.
+fn exec_process(
+    process: &Process,
+    stdio: &ChildStdio,
+    seccomp: &BpfProgram,
+) -> Result<Never, Failure> {
+    setup_stdio(stdio, process.stdin)?;
+
+    let user = user::resolve(&process.user).map_err(Failure::from)?;
+    let mut env = process.env.clone();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", user.home));
     }
 
-    for r in &spec.process.rlimits {
+    for r in &process.rlimits {
         let lim = libc::rlimit {
             rlim_cur: r.soft,
             rlim_max: r.hard,
@@ -136,10 +185,10 @@ fn setup_and_exec(args: &ChildArgs) -> Result<Never, Failure> {
     // Credential changes reset the parent-death signal.
     set_pdeathsig()?;
 
-    let cwd = if spec.process.cwd.is_empty() {
+    let cwd = if process.cwd.is_empty() {
         "/"
     } else {
-        spec.process.cwd.as_str()
+        process.cwd.as_str()
     };
     nix::unistd::chdir(cwd).map_err(|e| {
         Failure(
@@ -148,9 +197,8 @@ fn setup_and_exec(args: &ChildArgs) -> Result<Never, Failure> {
         )
     })?;
 
-    let program = find_program(&spec.process.args, &env)?;
-    let argv: Vec<CString> = spec
-        .process
+    let program = find_program(&process.args, &env)?;
+    let argv: Vec<CString> = process
         .args
         .iter()
         .map(|a| cstring(a))
@@ -173,11 +221,10 @@ fn setup_and_exec(args: &ChildArgs) -> Result<Never, Failure> {
     unsafe { libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
 
     nix::sys::prctl::set_no_new_privs().map_err(sys("setting no_new_privs"))?;
-    crate::seccomp::install(args.seccomp)
-        .map_err(|e| format!("installing the seccomp filter: {e}"))?;
+    crate::seccomp::install(seccomp).map_err(|e| format!("installing the seccomp filter: {e}"))?;
 
     let e = nix::unistd::execve(&program, &argv, &envp).unwrap_err();
-    let shown = &spec.process.args[0];
+    let shown = &process.args[0];
     Err(match e {
         Errno::ENOENT => Failure(127, format!("exec {shown:?}: no such file or directory")),
         Errno::EACCES | Errno::EPERM => Failure(126, format!("exec {shown:?}: permission denied")),

@@ -8,6 +8,7 @@
 pub mod caps;
 mod cgroups;
 mod child;
+mod exec;
 pub mod rootfs;
 pub mod seccomp;
 mod user;
@@ -15,6 +16,7 @@ mod user;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 
 use nix::errno::Errno;
@@ -22,9 +24,11 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
-use sbx_shared::backend::{Backend, BackendError, ExitStatus, Sandbox, SandboxIo, Stats, Stdio};
+use sbx_shared::backend::{
+    Backend, BackendError, ExitStatus, Sandbox, SandboxIo, SandboxRef, Stats, Stdio,
+};
 use sbx_shared::paths::Root;
-use sbx_shared::spec::{NetworkMode, SandboxSpec};
+use sbx_shared::spec::{NetworkMode, Process, SandboxSpec};
 
 use crate::cgroups::Cgroup;
 use crate::child::{ChildArgs, ChildStdio};
@@ -52,6 +56,13 @@ impl Backend for ContainerBackend {
             ));
         }
         let dirs = SandboxDirs::new(&spec.dir);
+        // A sandbox started again (`sbx start`, a restart policy): its
+        // overlay was mounted `volatile`, and overlayfs refuses a work dir
+        // that says so; the work dir holds nothing else worth keeping.
+        if dirs.work.exists() {
+            std::fs::remove_dir_all(&dirs.work)
+                .map_err(|e| BackendError::io(format!("resetting {}", dirs.work.display()), e))?;
+        }
         rootfs::write_etc_files(spec, &dirs)
             .map_err(|e| BackendError::io("writing the sandbox's /etc files", e))?;
         let seccomp = seccomp::filter(&self.root.cache())
@@ -74,6 +85,22 @@ impl Backend for ContainerBackend {
             }
         }
     }
+
+    fn exec(
+        &self,
+        target: &SandboxRef<'_>,
+        process: &Process,
+        stdio: Stdio,
+    ) -> Result<Box<dyn Sandbox>, BackendError> {
+        exec::exec(&self.root, target, process, stdio)
+    }
+
+    /// The mounts lived in the workload's mount namespace and went with
+    /// it; only cgroups can outlive a killed monitor.
+    fn cleanup(&self, spec: &SandboxSpec) -> Result<(), BackendError> {
+        Cgroup::existing(&spec.id).remove();
+        Ok(())
+    }
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), BackendError> {
@@ -88,36 +115,8 @@ fn spawn(
     stdio: Stdio,
 ) -> Result<(Pid, SandboxIo), BackendError> {
     let (err_read, err_write) = pipe()?;
-    let mut io = SandboxIo::default();
-    // The pty is opened by the child inside the sandbox's own devpts (so
-    // that ttyname() and /dev/pts/0 work there) and its master comes back
-    // over this socket.
-    let mut pty_socket = None;
-    let child_stdio = if spec.process.terminal {
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
-            .map_err(|e| BackendError::io("creating the terminal socket", e))?;
-        pty_socket = Some(ours);
-        ChildStdio::Tty(OwnedFd::from(theirs))
-    } else if stdio == Stdio::Piped {
-        let stdin = if spec.process.stdin {
-            let (r, w) = pipe()?;
-            io.stdin = Some(File::from(w));
-            Some(r)
-        } else {
-            None
-        };
-        let (out_r, out_w) = pipe()?;
-        let (err_r, err_w) = pipe()?;
-        io.stdout = Some(File::from(out_r));
-        io.stderr = Some(File::from(err_r));
-        ChildStdio::Pipes {
-            stdin,
-            stdout: out_w,
-            stderr: err_w,
-        }
-    } else {
-        ChildStdio::Inherit
-    };
+    let (child_stdio, mut io, pty_socket) =
+        child_stdio(spec.process.terminal, spec.process.stdin, stdio)?;
 
     let mut flags =
         libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
@@ -158,6 +157,56 @@ fn spawn(
     let pid = Pid::from_raw(ret as i32);
     drop(err_write);
     drop(child_stdio);
+    started(pid, err_read, pty_socket, &mut io)?;
+    Ok((pid, io))
+}
+
+/// The child's ends of its standard streams, the host's ends, and the
+/// socket its pty master comes back on.
+fn child_stdio(
+    terminal: bool,
+    stdin: bool,
+    stdio: Stdio,
+) -> Result<(ChildStdio, SandboxIo, Option<UnixStream>), BackendError> {
+    let mut io = SandboxIo::default();
+    // The pty is opened by the child inside the sandbox's own devpts (so
+    // that ttyname() and /dev/pts/0 work there) and its master comes back
+    // over this socket.
+    if terminal {
+        let (ours, theirs) =
+            UnixStream::pair().map_err(|e| BackendError::io("creating the terminal socket", e))?;
+        return Ok((ChildStdio::Tty(OwnedFd::from(theirs)), io, Some(ours)));
+    }
+    if stdio == Stdio::Inherit {
+        return Ok((ChildStdio::Inherit, io, None));
+    }
+    let stdin = if stdin {
+        let (r, w) = pipe()?;
+        io.stdin = Some(File::from(w));
+        Some(r)
+    } else {
+        None
+    };
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    io.stdout = Some(File::from(out_r));
+    io.stderr = Some(File::from(err_r));
+    let child = ChildStdio::Pipes {
+        stdin,
+        stdout: out_w,
+        stderr: err_w,
+    };
+    Ok((child, io, None))
+}
+
+/// After the clone: take the pty master, then learn from the error pipe
+/// whether the exec succeeded (EOF with nothing read) or why not.
+fn started(
+    pid: Pid,
+    err_read: OwnedFd,
+    pty_socket: Option<UnixStream>,
+    io: &mut SandboxIo,
+) -> Result<(), BackendError> {
     if let Some(sock) = pty_socket {
         // Nothing received means the child failed first: its reason is
         // on the error pipe.
@@ -165,8 +214,6 @@ fn spawn(
             io.tty = Some(File::from(master));
         }
     }
-
-    // EOF with nothing read: the exec succeeded.
     let mut report = Vec::new();
     let _ = File::from(err_read).read_to_end(&mut report);
     if let Some((&code, message)) = report.split_first() {
@@ -181,11 +228,11 @@ fn spawn(
             BackendError::Setup(message)
         });
     }
-    Ok((pid, io))
+    Ok(())
 }
 
 /// One descriptor passed with SCM_RIGHTS; None on EOF or error.
-fn receive_fd(sock: &std::os::unix::net::UnixStream) -> Option<OwnedFd> {
+fn receive_fd(sock: &UnixStream) -> Option<OwnedFd> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     use std::os::fd::FromRawFd;
     let mut byte = [0u8; 1];

@@ -5,7 +5,7 @@
 
 use std::fs::File;
 
-use crate::spec::SandboxSpec;
+use crate::spec::{Process, SandboxSpec};
 
 /// How the workload's standard streams are connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +96,43 @@ pub trait Backend {
     /// Create the sandbox and start its workload. Returns once the workload
     /// is running (or has failed to start, which is reported here).
     fn start(&self, spec: &SandboxSpec, stdio: Stdio) -> Result<Box<dyn Sandbox>, BackendError>;
+
+    /// Start another process in a running sandbox (`sbx exec`), from a
+    /// process other than the one that started it: `target` is what the
+    /// sandbox's record and saved spec say. The result is waited on,
+    /// signalled and relayed like a sandbox; its exit status is the
+    /// process's. A container joins the workload's namespaces; a VM asks
+    /// its guest init over the control channel.
+    fn exec(
+        &self,
+        target: &SandboxRef<'_>,
+        process: &Process,
+        stdio: Stdio,
+    ) -> Result<Box<dyn Sandbox>, BackendError> {
+        let _ = (target, process, stdio);
+        Err(BackendError::Unsupported(
+            "this isolation level cannot run a process in a running sandbox yet".into(),
+        ))
+    }
+
+    /// Release what a sandbox that no longer runs may have left on the host
+    /// (its monitor was killed before it could clean up): cgroups, devices.
+    /// Idempotent; nothing to do by default.
+    fn cleanup(&self, spec: &SandboxSpec) -> Result<(), BackendError> {
+        let _ = spec;
+        Ok(())
+    }
+}
+
+/// A running sandbox as another process finds it again.
+#[derive(Debug, Clone, Copy)]
+pub struct SandboxRef<'a> {
+    /// The spec it was started from (its saved `spec.json`).
+    pub spec: &'a SandboxSpec,
+    /// The host pid of its workload (container) or VMM (vm).
+    pub pid: i32,
+    /// That pid's start time, so a recycled pid is refused.
+    pub pid_start: Option<u64>,
 }
 
 /// A running sandbox. `signal`, `stats` and `resize` take `&self` so one
@@ -113,6 +150,11 @@ pub trait Sandbox: Send + Sync {
     fn stats(&self) -> Result<Stats, BackendError>;
     /// Tell the workload's terminal its new size.
     fn resize(&self, rows: u16, cols: u16) -> Result<(), BackendError>;
+    /// Backend-specific facts for `sbx inspect` (a VM's engine and boot
+    /// phases); nothing by default.
+    fn details(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
     /// After [`Sandbox::wait`]: write what the workload changed in its root
     /// filesystem as an OCI layer tar (deletions as `.wh.` whiteouts). This
     /// is how a build's `RUN` step becomes a layer under any backend.

@@ -9,6 +9,8 @@ pub mod backend;
 pub mod build;
 pub mod digest;
 pub mod ids;
+pub mod logs;
+pub mod monitor;
 pub mod paths;
 pub mod reference;
 pub mod spec;

@@ -2,6 +2,7 @@
 
 mod build;
 mod image;
+mod lifecycle;
 mod registry;
 mod run;
 
@@ -9,7 +10,7 @@ use anyhow::Result;
 use sbx_shared::backend::BackendError;
 use sbx_shared::paths::Root;
 
-use crate::cli::{Cli, Command, ImageCommand};
+use crate::cli::{Cli, Command, ImageCommand, SystemCommand};
 
 /// Run a command; the result is the process exit status.
 pub fn dispatch(cli: Cli) -> Result<u8> {
@@ -39,6 +40,22 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             registry,
         } => registry::login(username, password_stdin, &insecure, registry.as_deref()),
         Command::Logout { registry } => registry::logout(registry.as_deref()),
+        Command::Ps(args) => lifecycle::ps(&root, &args),
+        Command::Logs(args) => lifecycle::logs(&root, &args),
+        Command::Stop(args) => lifecycle::stop(&root, &args),
+        Command::Kill { signal, ids } => lifecycle::kill(&root, &signal, &ids),
+        Command::Start { ids } => lifecycle::start(&root, &ids),
+        Command::Restart(args) => lifecycle::restart(&root, &args),
+        Command::Wait { ids } => lifecycle::wait(&root, &ids),
+        Command::Rm { force, ids, .. } => lifecycle::rm(&root, force, &ids),
+        Command::Inspect { ids } => lifecycle::inspect(&root, &ids),
+        Command::Exec(args) => lifecycle::exec(&root, &args),
+        Command::System {
+            command: SystemCommand::Prune { all, .. },
+        } => lifecycle::prune(&root, all),
+        Command::System {
+            command: SystemCommand::Df { format },
+        } => lifecycle::df(&root, &format),
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use sbx_shared::backend::{Backend, Sandbox, Stdio};
+use sbx_shared::monitor::{self, Lifecycle, RestartPolicy};
 use sbx_shared::paths::Root;
 use sbx_shared::spec::{
     self, ImageInfo, Isolation, Limits, NetworkMode, Process, Rootfs, SandboxSpec, VmEngine,
@@ -43,6 +44,13 @@ pub fn run(root: &Root, args: RunArgs) -> Result<u8> {
         bail!("--network host is not possible with --isolation=vm: a VM has its own kernel and network stack");
     }
     let flag_env = environment(&args)?;
+    let restart = RestartPolicy::parse(&args.restart).map_err(anyhow::Error::msg)?;
+    if restart != RestartPolicy::No && !args.detach {
+        bail!("--restart needs -d: only a detached sandbox has a monitor to restart it");
+    }
+    if restart != RestartPolicy::No && args.rm {
+        bail!("conflicting options: --restart and --rm");
+    }
 
     let store = Store::open(root).context("opening the image store")?;
     let image = store.resolve(&args.image)?;
@@ -103,11 +111,50 @@ pub fn run(root: &Root, args: RunArgs) -> Result<u8> {
         },
     };
 
+    if args.detach {
+        let life = Lifecycle {
+            restart,
+            stop_signal: image
+                .config
+                .config()
+                .as_ref()
+                .and_then(|c| c.stop_signal().clone()),
+            ..Lifecycle::default()
+        };
+        return run_detached(root, &spec, &state, record, life);
+    }
     let result = run_spec(root, &spec, &state, &mut record);
     if args.rm || result.is_err() && record.status == Status::Created {
         let _ = state.remove(&record);
     }
     result
+}
+
+/// `run -d`: the sandbox under its own monitor; the id is printed once the
+/// workload runs, and a start failure is this command's.
+fn run_detached(
+    root: &Root,
+    spec: &SandboxSpec,
+    state: &State,
+    record: Record,
+    life: Lifecycle,
+) -> Result<u8> {
+    let backend = super::lifecycle::backend_for(root, spec.isolation);
+    let started = monitor::lifecycle::save_spec(spec)
+        .and_then(|()| monitor::detach(&*backend, spec, state, record.clone(), life));
+    match started {
+        Ok(_) => {
+            println!("{}", spec.id);
+            Ok(0)
+        }
+        Err(e) => {
+            let _ = state.remove(&record);
+            Err(match e {
+                monitor::MonitorError::Start(b) => b.into(),
+                e => e.into(),
+            })
+        }
+    }
 }
 
 fn run_spec(root: &Root, spec: &SandboxSpec, state: &State, record: &mut Record) -> Result<u8> {
@@ -299,7 +346,7 @@ fn process(
 
 /// SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2 go to the workload; SIGWINCH
 /// resizes its terminal.
-const FORWARDED: [i32; 7] = [
+pub(crate) const FORWARDED: [i32; 7] = [
     libc::SIGINT,
     libc::SIGTERM,
     libc::SIGHUP,
@@ -309,7 +356,7 @@ const FORWARDED: [i32; 7] = [
     libc::SIGWINCH,
 ];
 
-fn forward_signals(
+pub(crate) fn forward_signals(
     mut signals: signal_hook::iterator::Signals,
     sandbox: &Arc<dyn Sandbox>,
     tty: bool,
@@ -340,7 +387,7 @@ fn resize_from_host(sandbox: &dyn Sandbox) {
 }
 
 /// Puts the caller's terminal back as it was.
-struct RawMode(Option<nix::sys::termios::Termios>);
+pub(crate) struct RawMode(Option<nix::sys::termios::Termios>);
 
 impl Drop for RawMode {
     fn drop(&mut self) {
@@ -356,7 +403,11 @@ impl Drop for RawMode {
 
 /// Copy between the caller's terminal and the workload's pty until the
 /// workload closes it.
-fn relay_tty(sandbox: &Arc<dyn Sandbox>, master: std::fs::File, stdin: bool) -> Result<RawMode> {
+pub(crate) fn relay_tty(
+    sandbox: &Arc<dyn Sandbox>,
+    master: std::fs::File,
+    stdin: bool,
+) -> Result<RawMode> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use nix::sys::termios;
     let _ = sandbox;
