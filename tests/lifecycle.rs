@@ -9,6 +9,30 @@ use std::time::{Duration, Instant};
 
 use common::{sbx_cgroups, stderr, stdout, TestRoot};
 
+/// A test root whose sandboxes are removed (`rm -f`) even when the test
+/// fails, so no monitor outlives it.
+struct Root(TestRoot);
+
+impl std::ops::Deref for Root {
+    type Target = TestRoot;
+    fn deref(&self) -> &TestRoot {
+        &self.0
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let ids = stdout(&self.0.sbx(&["ps", "-a", "-q", "--no-trunc"]));
+        for id in ids.lines() {
+            let _ = self.0.sbx(&["rm", "-f", id]);
+        }
+    }
+}
+
+fn root() -> Root {
+    Root(TestRoot::new())
+}
+
 /// Run sbx, assert success, return stdout.
 fn ok(r: &TestRoot, args: &[&str]) -> String {
     let o = r.sbx(args);
@@ -80,7 +104,7 @@ fn sandbox_dir(r: &TestRoot, id: &str) -> PathBuf {
 
 #[test]
 fn detached_lifecycle_ps_logs_stop_start_rm() {
-    let r = &TestRoot::new();
+    let r = &root();
     let id = detach(
         r,
         &[
@@ -167,7 +191,7 @@ fn detached_lifecycle_ps_logs_stop_start_rm() {
 
 #[test]
 fn stop_timeout_kills_a_workload_that_ignores_sigterm() {
-    let r = &TestRoot::new();
+    let r = &root();
     let id = detach(
         r,
         &[
@@ -190,7 +214,7 @@ fn stop_timeout_kills_a_workload_that_ignores_sigterm() {
 
 #[test]
 fn exec_runs_in_the_sandbox_with_flags_and_exit_code() {
-    let r = &TestRoot::new();
+    let r = &root();
     let id = detach(r, &["busybox", "sleep", "1000"]);
     let o = r.sbx(&["exec", &id[..12], "sh", "-c", "exit 7"]);
     assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
@@ -231,7 +255,7 @@ fn exec_runs_in_the_sandbox_with_flags_and_exit_code() {
 
 #[test]
 fn restart_policies() {
-    let r = &TestRoot::new();
+    let r = &root();
     let id = detach(
         r,
         &[
@@ -285,7 +309,7 @@ fn restart_policies() {
 
 #[test]
 fn a_killed_monitor_shows_as_exited_and_takes_its_workload() {
-    let r = &TestRoot::new();
+    let r = &root();
     let id = detach(r, &["--memory", "64m", "busybox", "sleep", "1000"]);
     let dir = sandbox_dir(r, &id);
     let life: serde_json::Value =
@@ -319,7 +343,7 @@ fn a_killed_monitor_shows_as_exited_and_takes_its_workload() {
 
 #[test]
 fn wait_inspect_and_prune() {
-    let r = &TestRoot::new();
+    let r = &root();
     let quick = detach(
         r,
         &[
@@ -395,7 +419,7 @@ fn wait_inspect_and_prune() {
 
 #[test]
 fn run_d_reports_start_failures() {
-    let r = &TestRoot::new();
+    let r = &root();
     let o = r.sbx(&["run", "-d", "busybox", "nosuch-program"]);
     assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
     assert!(stdout(&o).is_empty());
