@@ -30,7 +30,7 @@ pub enum Command {
         file: String,
         /// NAME[:TAG]
         name: String,
-        /// Image config change, as Docker's --change: CMD, ENTRYPOINT, ENV, WORKDIR, USER.
+        /// Image config change, as Docker's --change: CMD, ENTRYPOINT, ENV, WORKDIR, USER, VOLUME.
         #[arg(short = 'c', long = "change")]
         changes: Vec<String>,
     },
@@ -120,7 +120,7 @@ pub enum Command {
         /// Kill and remove running sandboxes too.
         #[arg(short, long)]
         force: bool,
-        /// Remove the sandbox's anonymous volumes too (it has none yet).
+        /// Remove the sandbox's anonymous volumes too.
         #[arg(short, long)]
         volumes: bool,
         #[arg(required = true)]
@@ -133,6 +133,11 @@ pub enum Command {
     },
     /// Run a command in a running sandbox.
     Exec(ExecArgs),
+    /// Manage volumes: create, ls, inspect, rm, prune.
+    Volume {
+        #[command(subcommand)]
+        command: VolumeCommand,
+    },
     /// Housekeeping: prune, df.
     System {
         #[command(subcommand)]
@@ -205,13 +210,57 @@ pub struct ExecArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume (an ext4 disk image that containers and VMs mount).
+    Create {
+        /// Driver option: size=SIZE (default 1g).
+        #[arg(short = 'o', long = "opt")]
+        opts: Vec<String>,
+        /// Set a label: KEY=VALUE.
+        #[arg(short = 'l', long = "label")]
+        labels: Vec<String>,
+        name: String,
+    },
+    /// List volumes.
+    #[command(alias = "list")]
+    Ls {
+        /// table (default) or json (one object per line).
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// Only names.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show volumes as JSON.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove volumes (refused while a sandbox uses one).
+    #[command(alias = "remove")]
+    Rm {
+        /// Also remove volumes that stopped sandboxes name; ignore missing ones.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove every volume no sandbox record names.
+    Prune {
+        /// Do not ask (sbx never asks; accepted for Docker's scripts).
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum SystemCommand {
     /// Remove exited sandboxes (and with -a, images no sandbox uses).
     Prune {
         /// Remove every image no sandbox uses too.
         #[arg(short, long)]
         all: bool,
-        /// Remove unused volumes too (there are none yet).
+        /// Remove volumes no sandbox names too.
         #[arg(long)]
         volumes: bool,
         /// Do not ask (sbx never asks; accepted for Docker's scripts).
@@ -305,6 +354,16 @@ pub struct RunArgs {
     /// Mount the root filesystem read-only.
     #[arg(long = "read-only")]
     pub read_only: bool,
+    /// Mount a volume or a host path: NAME:DST[:ro], /HOST/PATH:DST[:ro],
+    /// or DST alone for an anonymous volume.
+    #[arg(short = 'v', long = "volume")]
+    pub volumes: Vec<String>,
+    /// Mount: type=bind|volume|tmpfs,source=…,target=…[,readonly][,tmpfs-size=…].
+    #[arg(long = "mount")]
+    pub mounts: Vec<String>,
+    /// Mount a tmpfs: DST[:size=64m,mode=1777].
+    #[arg(long = "tmpfs")]
+    pub tmpfs: Vec<String>,
     #[arg(long, value_enum, default_value = "none")]
     pub network: NetworkArg,
     /// Override the image's ENTRYPOINT ('' clears it).

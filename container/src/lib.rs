@@ -9,6 +9,8 @@ pub mod caps;
 mod cgroups;
 mod child;
 mod exec;
+mod loopdev;
+mod mounts;
 pub mod rootfs;
 pub mod seccomp;
 mod user;
@@ -28,7 +30,8 @@ use sbx_shared::backend::{
     Backend, BackendError, ExitStatus, Sandbox, SandboxIo, SandboxRef, Stats, Stdio,
 };
 use sbx_shared::paths::Root;
-use sbx_shared::spec::{NetworkMode, Process, SandboxSpec};
+use sbx_shared::spec::{MountSource, NetworkMode, Process, SandboxSpec};
+use sbx_shared::volumes::Lease;
 
 use crate::cgroups::Cgroup;
 use crate::child::{ChildArgs, ChildStdio};
@@ -55,7 +58,11 @@ impl Backend for ContainerBackend {
                 "the container backend needs root (run sbx as root)".into(),
             ));
         }
-        let dirs = SandboxDirs::new(&spec.dir);
+        let mut dirs = SandboxDirs::new(&spec.dir);
+        // Volumes: locked for this sandbox, then each on a loop device that
+        // the child mounts; ours is closed once it has (see loopdev).
+        let lease = Lease::acquire(spec).map_err(|e| BackendError::Setup(e.to_string()))?;
+        let loops = attach_volumes(spec, &mut dirs)?;
         // A sandbox started again (`sbx start`, a restart policy): its
         // overlay was mounted `volatile`, and overlayfs refuses a work dir
         // that says so; the work dir holds nothing else worth keeping.
@@ -70,7 +77,9 @@ impl Backend for ContainerBackend {
         let cgroup = Cgroup::create(&spec.id, &spec.limits)
             .map_err(|e| BackendError::Setup(format!("cgroups: {e}")))?;
 
-        match spawn(spec, &dirs, &cgroup, &seccomp, stdio) {
+        let spawned = spawn(spec, &dirs, &cgroup, &seccomp, stdio);
+        drop(loops);
+        let sandbox: Result<Box<dyn Sandbox>, BackendError> = match spawned {
             Ok((pid, io)) => Ok(Box::new(ContainerSandbox {
                 pid,
                 upper: dirs.upper.clone(),
@@ -83,7 +92,10 @@ impl Backend for ContainerBackend {
                 cgroup.remove();
                 Err(e)
             }
-        }
+        };
+        // The volumes' locks go once the workload is reaped: its mount
+        // namespace, and the volumes' mounts with it, are gone by then.
+        sandbox.map(|s| sbx_shared::volumes::hold(s, lease))
     }
 
     fn exec(
@@ -101,6 +113,25 @@ impl Backend for ContainerBackend {
         Cgroup::existing(&spec.id).remove();
         Ok(())
     }
+}
+
+/// A loop device for each volume mount, recorded in `dirs` by target.
+fn attach_volumes(
+    spec: &SandboxSpec,
+    dirs: &mut SandboxDirs,
+) -> Result<Vec<loopdev::LoopDevice>, BackendError> {
+    let mut loops = Vec::new();
+    for m in &spec.mounts {
+        if let MountSource::Volume { name, dir, .. } = &m.source {
+            let disk = sbx_shared::volumes::disk_path(dir);
+            let device = loopdev::attach(&disk)
+                .map_err(|e| BackendError::Setup(format!("volume {name}: {e}")))?;
+            dirs.volume_devices
+                .push((m.target.clone(), device.path.clone()));
+            loops.push(device);
+        }
+    }
+    Ok(loops)
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), BackendError> {

@@ -64,7 +64,7 @@ const DEV_LINKS: &[(&str, &str)] = &[
 
 pub type SetupResult<T> = Result<T, String>;
 
-fn err(what: impl std::fmt::Display, e: Errno) -> String {
+pub(crate) fn err(what: impl std::fmt::Display, e: Errno) -> String {
     format!("{what}: {}", e.desc())
 }
 
@@ -76,6 +76,8 @@ pub struct SandboxDirs {
     pub hosts: PathBuf,
     pub hostname: PathBuf,
     pub resolv: PathBuf,
+    /// The loop device attached for each volume mount, by target.
+    pub volume_devices: Vec<(String, PathBuf)>,
 }
 
 impl SandboxDirs {
@@ -87,16 +89,17 @@ impl SandboxDirs {
             hosts: dir.join("hosts"),
             hostname: dir.join("hostname"),
             resolv: dir.join("resolv.conf"),
+            volume_devices: Vec::new(),
         }
     }
 }
 
-fn fd_path(fd: &OwnedFd) -> String {
+pub(crate) fn fd_path(fd: &OwnedFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
 /// openat2 with RESOLVE_IN_ROOT: `path` is looked up as if `root` were `/`.
-fn open_in_root(root: RawFd, path: &str, flags: OFlag) -> Result<OwnedFd, Errno> {
+pub(crate) fn open_in_root(root: RawFd, path: &str, flags: OFlag) -> Result<OwnedFd, Errno> {
     let c = CString::new(path.trim_start_matches('/')).map_err(|_| Errno::EINVAL)?;
     let c = if c.as_bytes().is_empty() {
         CString::new(".").unwrap_or_default()
@@ -126,13 +129,13 @@ fn open_in_root(root: RawFd, path: &str, flags: OFlag) -> Result<OwnedFd, Errno>
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Dir,
     File,
 }
 
 /// Open `path` inside `root`, creating it (and its parents) when missing.
-fn ensure_in_root(root: RawFd, path: &str, kind: Kind) -> Result<OwnedFd, Errno> {
+pub(crate) fn ensure_in_root(root: RawFd, path: &str, kind: Kind) -> Result<OwnedFd, Errno> {
     match open_in_root(root, path, OFlag::O_PATH) {
         Ok(fd) => return Ok(fd),
         Err(Errno::ENOENT) => {}
@@ -231,6 +234,9 @@ pub fn setup(spec: &SandboxSpec, dirs: &SandboxDirs) -> SetupResult<()> {
             ensure_in_root(r, path, Kind::File).map_err(|e| err(format!("creating {path}"), e))?;
         mount_at(src.to_str(), &target, None, MsFlags::MS_BIND, None, path)?;
     }
+
+    // The spec's bind mounts, volumes and tmpfs mounts.
+    crate::mounts::mount_all(r, spec, &dirs.volume_devices)?;
 
     for path in MASKED {
         mask(r, path)?;

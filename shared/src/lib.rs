@@ -16,3 +16,4 @@ pub mod reference;
 pub mod spec;
 pub mod state;
 pub mod store;
+pub mod volumes;

@@ -43,6 +43,38 @@ pub struct SandboxSpec {
     /// How a VM is booted (`--isolation=vm` only).
     #[serde(default)]
     pub vm: VmOptions,
+    /// Bind mounts, volumes and tmpfs mounts, parents before children.
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+}
+
+/// One mount on top of the root filesystem (`-v`, `--mount`, `--tmpfs`,
+/// and the image's `VOLUME`s).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// Absolute path inside the sandbox, resolved in its root.
+    pub target: String,
+    pub read_only: bool,
+    pub source: MountSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum MountSource {
+    /// A host file or directory (containers only).
+    Bind { path: PathBuf },
+    /// A named (or anonymous) volume: an ext4 disk image, see
+    /// [`crate::volumes`]. `dir` is the volume's directory.
+    Volume {
+        name: String,
+        dir: PathBuf,
+        anonymous: bool,
+    },
+    /// A fresh tmpfs; `size` in bytes, `mode` as chmod takes it.
+    Tmpfs {
+        size: Option<u64>,
+        mode: Option<u32>,
+    },
 }
 
 /// VM-only choices: which engine, which guest kernel.

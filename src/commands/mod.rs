@@ -5,6 +5,7 @@ mod image;
 mod lifecycle;
 mod registry;
 mod run;
+mod volume;
 
 use anyhow::Result;
 use sbx_shared::backend::BackendError;
@@ -47,12 +48,29 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Start { ids } => lifecycle::start(&root, &ids),
         Command::Restart(args) => lifecycle::restart(&root, &args),
         Command::Wait { ids } => lifecycle::wait(&root, &ids),
-        Command::Rm { force, ids, .. } => lifecycle::rm(&root, force, &ids),
+        Command::Rm {
+            force,
+            volumes: false,
+            ids,
+        } => lifecycle::rm(&root, force, &ids),
+        // `rm -v`: the anonymous volumes go once their sandbox has.
+        Command::Rm {
+            force,
+            volumes: true,
+            ids,
+        } => volume::with_anonymous(&root, &ids, |ids| lifecycle::rm(&root, force, ids)),
         Command::Inspect { ids } => lifecycle::inspect(&root, &ids),
         Command::Exec(args) => lifecycle::exec(&root, &args),
         Command::System {
-            command: SystemCommand::Prune { all, .. },
-        } => lifecycle::prune(&root, all),
+            command: SystemCommand::Prune { all, volumes, .. },
+        } => {
+            let code = lifecycle::prune(&root, all)?;
+            if volumes {
+                volume::prune(&root)?;
+            }
+            Ok(code)
+        }
+        Command::Volume { command } => volume::dispatch(&root, command),
         Command::System {
             command: SystemCommand::Df { format },
         } => lifecycle::df(&root, &format),

@@ -17,6 +17,7 @@ use sbx_shared::spec::{
 };
 use sbx_shared::state::{Record, State, Status};
 use sbx_shared::store::{Image, Store};
+use sbx_shared::volumes::{usage, Volumes};
 
 use crate::cli::{IsolationArg, NetworkArg, RunArgs, VmEngineArg};
 
@@ -51,6 +52,7 @@ pub fn run(root: &Root, args: RunArgs) -> Result<u8> {
     if restart != RestartPolicy::No && args.rm {
         bail!("conflicting options: --restart and --rm");
     }
+    let mount_requests = super::volume::requests(&args.volumes, &args.mounts, &args.tmpfs)?;
 
     let store = Store::open(root).context("opening the image store")?;
     let image = store.resolve(&args.image)?;
@@ -62,6 +64,15 @@ pub fn run(root: &Root, args: RunArgs) -> Result<u8> {
         .hostname
         .clone()
         .unwrap_or_else(|| sbx_shared::ids::short(&id).to_string());
+    // Volumes are created here (a named one on first use, anonymous ones
+    // for the image's VOLUMEs); bind sources and VM limits are checked.
+    let image_volumes = image
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.volumes().clone())
+        .unwrap_or_default();
+    let mounts = Volumes::new(root).resolve(&mount_requests, &image_volumes, isolation)?;
     let state = State::new(root);
     let mut record = Record {
         id: id.clone(),
@@ -81,7 +92,18 @@ pub fn run(root: &Root, args: RunArgs) -> Result<u8> {
         finished: None,
         auto_remove: args.rm,
     };
-    let dir = state.create(&record)?;
+    let dir = match state.create(&record) {
+        Ok(dir) => dir,
+        Err(e) => {
+            super::volume::drop_anonymous(root, &mounts.used);
+            return Err(e.into());
+        }
+    };
+    if let Err(e) = usage::save(&dir, &mounts.used) {
+        super::volume::drop_anonymous(root, &mounts.used);
+        let _ = state.remove(&record);
+        return Err(e.into());
+    }
     let mut process = process;
     process.env.push(format!("HOSTNAME={hostname}"));
     let spec = SandboxSpec {
@@ -109,6 +131,7 @@ pub fn run(root: &Root, args: RunArgs) -> Result<u8> {
             }),
             kernel: args.kernel.clone(),
         },
+        mounts: mounts.mounts,
     };
 
     if args.detach {
@@ -125,6 +148,7 @@ pub fn run(root: &Root, args: RunArgs) -> Result<u8> {
     }
     let result = run_spec(root, &spec, &state, &mut record);
     if args.rm || result.is_err() && record.status == Status::Created {
+        let _ = usage::remove_anonymous(root, &spec.dir);
         let _ = state.remove(&record);
     }
     result
@@ -148,6 +172,7 @@ fn run_detached(
             Ok(0)
         }
         Err(e) => {
+            let _ = usage::remove_anonymous(root, &spec.dir);
             let _ = state.remove(&record);
             Err(match e {
                 monitor::MonitorError::Start(b) => b.into(),

@@ -15,6 +15,7 @@ pub mod initramfs;
 pub mod kernel;
 pub mod kvm;
 mod kvm_engine;
+pub mod mounts;
 pub mod qemu;
 pub mod rootdisk;
 mod sandbox;
@@ -66,6 +67,8 @@ pub enum VmError {
     Initramfs(#[from] initramfs::InitramfsError),
     #[error(transparent)]
     Disk(#[from] rootdisk::DiskError),
+    #[error(transparent)]
+    Mount(#[from] mounts::MountError),
     #[error("--memory {0}m is too little for a VM: the minimum is {MIN_MEMORY_MIB}m")]
     MemoryTooSmall(u64),
     #[error("vm: {what}: {}", source.desc())]
@@ -104,13 +107,18 @@ impl VmBackend {
 
 impl Backend for VmBackend {
     fn start(&self, spec: &SandboxSpec, stdio: Stdio) -> Result<Box<dyn Sandbox>, BackendError> {
-        Ok(Box::new(self.boot(spec, stdio)?))
+        // A volume is one VM's disk at a time: locked until the VM is gone.
+        let lease = sbx_shared::volumes::Lease::acquire(spec)
+            .map_err(|e| BackendError::Setup(e.to_string()))?;
+        let sandbox = self.boot(spec, stdio)?;
+        Ok(sbx_shared::volumes::hold(Box::new(sandbox), lease))
     }
 }
 
 impl VmBackend {
     fn boot(&self, spec: &SandboxSpec, stdio: Stdio) -> Result<VmSandbox, BackendError> {
         let t0 = Instant::now();
+        let (volume_disks, guest_mounts) = mounts::plan(spec).map_err(VmError::from)?;
         let (engine, why) =
             engine::choose(spec.vm.engine, HostKvm::detect()).map_err(VmError::from)?;
         let kernel = kernel::locate(spec.vm.kernel.as_deref()).map_err(VmError::from)?;
@@ -165,10 +173,12 @@ impl VmBackend {
             cmdline,
             memory_mib,
             vcpus,
-            disks: vec![Disk {
+            disks: std::iter::once(Disk {
                 path: disk.clone(),
                 read_only: true,
-            }],
+            })
+            .chain(volume_disks)
+            .collect(),
             consoles: plumbing.consoles,
             nets: Vec::new(),
             serial_log: Some(serial_log.clone()),
@@ -222,6 +232,7 @@ impl VmBackend {
             read_only: spec.rootfs.read_only,
             rootfs_type: rootdisk::FSTYPE.into(),
             tty_size: plumbing.tty_size,
+            mounts: guest_mounts,
         };
         let sandbox = VmSandbox {
             vm,

@@ -420,6 +420,7 @@ impl Monitor<'_> {
         }
         if self.record.auto_remove {
             let _ = backend.cleanup(self.spec);
+            let _ = crate::volumes::remove_anonymous_of(self.spec);
             let _ = self.state.remove(&self.record);
         }
     }

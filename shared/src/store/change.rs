@@ -1,5 +1,5 @@
 //! Docker's `--change` instructions for `sbx import`: `CMD`, `ENTRYPOINT`
-//! (JSON array or shell form), `ENV`, `WORKDIR`, `USER`.
+//! (JSON array or shell form), `ENV`, `WORKDIR`, `USER`, `VOLUME`.
 
 use super::error::StoreError;
 use super::RuntimeConfig;
@@ -38,9 +38,19 @@ pub fn apply(config: &mut RuntimeConfig, change: &str) -> Result<(), StoreError>
             config.set_user(Some(rest.to_string()));
         }
         "WORKDIR" | "USER" => return Err(bad("needs a value")),
+        "VOLUME" => {
+            let paths = volume_paths(rest).ok_or_else(|| bad("VOLUME needs a path"))?;
+            let mut volumes = config.volumes().clone().unwrap_or_default();
+            for p in paths {
+                if !volumes.contains(&p) {
+                    volumes.push(p);
+                }
+            }
+            config.set_volumes(Some(volumes));
+        }
         _ => {
             return Err(bad(
-                "supported instructions are CMD, ENTRYPOINT, ENV, WORKDIR and USER",
+                "supported instructions are CMD, ENTRYPOINT, ENV, WORKDIR, USER and VOLUME",
             ))
         }
     }
@@ -58,6 +68,16 @@ fn command(rest: &str) -> Option<Vec<String>> {
         }
     }
     Some(vec!["/bin/sh".into(), "-c".into(), rest.into()])
+}
+
+/// `VOLUME ["/a", "/b"]` or `VOLUME /a /b`.
+fn volume_paths(rest: &str) -> Option<Vec<String>> {
+    let paths: Vec<String> = if rest.starts_with('[') {
+        serde_json::from_str(rest).ok()?
+    } else {
+        rest.split_whitespace().map(str::to_string).collect()
+    };
+    (!paths.is_empty() && paths.iter().all(|p| !p.is_empty())).then_some(paths)
 }
 
 /// `K=V [K2=V2 …]` (values may be quoted) or the legacy `K V…`.
@@ -149,6 +169,10 @@ mod tests {
         apply(&mut c, "user nobody").unwrap();
         assert_eq!(c.working_dir().as_deref(), Some("/srv"));
         assert_eq!(c.user().as_deref(), Some("nobody"));
+        apply(&mut c, r#"VOLUME ["/data"]"#).unwrap();
+        apply(&mut c, "VOLUME /cache /data").unwrap();
+        assert_eq!(c.volumes().clone().unwrap(), vec!["/data", "/cache"]);
+        assert!(apply(&mut c, "VOLUME").is_err());
         assert!(apply(&mut c, "EXPOSE 80").is_err());
         assert!(apply(&mut c, "CMD").is_err());
         assert!(apply(&mut c, "ENV A=\"x").is_err());

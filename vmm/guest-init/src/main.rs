@@ -15,6 +15,7 @@ mod console;
 mod mounts;
 mod relay;
 mod user;
+mod volumes;
 mod workload;
 
 use sbx_vm_protocol::{GuestEvent, GuestSpec};
@@ -86,6 +87,7 @@ fn boot(init_start_ns: u64) -> Result<(), String> {
         stdin,
     };
     let (mut ctl, code, signal) = relay::Relay::new(ctl, consoles, started, &spec).run();
+    volumes::unmount_volumes(&spec);
     ctl.send(&GuestEvent::Exit { code, signal });
     ctl.drain();
     Ok(())

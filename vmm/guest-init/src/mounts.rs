@@ -94,6 +94,9 @@ pub fn root(spec: &GuestSpec) -> Result<()> {
         )?;
         MERGED
     };
+    // Volumes and tmpfs mounts, while /dev (their disks) and /proc (the
+    // descriptors they are mounted through) are still where they were.
+    crate::volumes::mount_all(spec, new_root)?;
     let writable = !spec.read_only;
     let inside = |p: &str| format!("{new_root}{p}");
     // A mount point the image lacks can only be made on a writable root.

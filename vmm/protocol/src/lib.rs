@@ -44,6 +44,46 @@ pub struct GuestSpec {
     pub rootfs_type: String,
     /// Initial terminal size `(rows, cols)` with `terminal`.
     pub tty_size: Option<(u16, u16)>,
+    /// Volumes and tmpfs mounts over the root, parents first.
+    #[serde(default)]
+    pub mounts: Vec<GuestMount>,
+}
+
+/// One mount the init makes in the new root before switching into it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestMount {
+    /// Absolute path inside the guest's root (resolved in it).
+    pub target: String,
+    pub read_only: bool,
+    pub source: GuestMountSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum GuestMountSource {
+    /// A virtio-blk disk holding a filesystem (a volume): `/dev/vdb`…
+    Disk { device: String, fstype: String },
+    /// A fresh tmpfs; `size` in bytes, `mode` as chmod takes it.
+    Tmpfs {
+        size: Option<u64>,
+        mode: Option<u32>,
+    },
+}
+
+/// The guest's name for the virtio-blk disk declared `index`th (0: the
+/// root disk, `/dev/vda`), as the kernel's virtio_blk names them.
+pub fn disk_device(index: usize) -> String {
+    // vda..vdz, then vdaa..vdzz (virtio_blk's virtblk_name_format).
+    let mut name = String::new();
+    let mut n = index;
+    loop {
+        name.insert(0, (b'a' + (n % 26) as u8) as char);
+        if n < 26 {
+            break;
+        }
+        n = n / 26 - 1;
+    }
+    format!("/dev/vd{name}")
 }
 
 /// Host → guest, after the spec.
@@ -143,6 +183,14 @@ mod tests {
         };
         let line = to_line(&e);
         assert_eq!(from_line::<GuestEvent>(&line[..line.len() - 1]).unwrap(), e);
+    }
+
+    #[test]
+    fn disk_names() {
+        assert_eq!(disk_device(0), ROOT_DISK);
+        assert_eq!(disk_device(1), "/dev/vdb");
+        assert_eq!(disk_device(25), "/dev/vdz");
+        assert_eq!(disk_device(26), "/dev/vdaa");
     }
 
     #[test]
