@@ -376,3 +376,81 @@ pub fn allocated(path: &Path) -> u64 {
 pub fn disk_path(dir: &Path) -> PathBuf {
     dir.join(DISK_FILE)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Mount, MountSource};
+
+    fn spec_with(volumes: &Volumes, names: &[&str]) -> crate::spec::SandboxSpec {
+        let mounts: Vec<Mount> = names
+            .iter()
+            .map(|n| Mount {
+                target: format!("/{n}"),
+                read_only: false,
+                source: MountSource::Volume {
+                    name: n.to_string(),
+                    dir: volumes.dir().join(n),
+                    anonymous: false,
+                },
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "id": "f".repeat(64), "name": null, "dir": "/nonexistent",
+            "image": {"name": "x", "manifest": "sha256:0", "config": "sha256:0"},
+            "rootfs": {"layers": [], "read_only": false},
+            "process": {"args": ["true"], "env": [], "cwd": "/", "user": "",
+                        "terminal": false, "stdin": false, "rlimits": []},
+            "hostname": "h", "network": "none", "limits": {},
+            "isolation": "container", "timeout": null, "mounts": mounts,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn create_lock_remove() {
+        let tmp = tempfile::tempdir().unwrap();
+        let volumes = Volumes::new(&Root::new(tmp.path()));
+        let mut opts = CreateOptions::default();
+        opts.opt("size=16m").unwrap();
+        assert!(opts.opt("size=1k").is_err());
+        assert!(opts.opt("colour=red").is_err());
+        let v = volumes.create("data", &opts).unwrap();
+        assert_eq!(v.size, 16 << 20);
+        assert!(v.mountpoint.is_file());
+        assert!(matches!(
+            volumes.create("data", &opts),
+            Err(VolumeError::Exists(_))
+        ));
+        assert!(matches!(
+            volumes.create("../x", &opts),
+            Err(VolumeError::BadName(_))
+        ));
+        assert!(!volumes.ensure("data").unwrap().1);
+        assert!(volumes.ensure("other").unwrap().1);
+        let names: Vec<String> = volumes
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(names, ["data", "other"]);
+
+        let spec = spec_with(&volumes, &["data"]);
+        let lease = Lease::acquire(&spec).unwrap();
+        assert!(matches!(
+            Lease::acquire(&spec),
+            Err(VolumeError::Busy { .. })
+        ));
+        assert!(matches!(
+            volumes.remove("data", true),
+            Err(VolumeError::InUse { .. })
+        ));
+        drop(lease);
+        volumes.remove("data", false).unwrap();
+        assert!(matches!(volumes.get("data"), Err(VolumeError::NotFound(_))));
+        let (pruned, _) = volumes.prune().unwrap();
+        assert_eq!(pruned, ["other"]);
+        assert!(volumes.list().unwrap().is_empty());
+    }
+}
