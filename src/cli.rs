@@ -133,6 +133,8 @@ pub enum Command {
     },
     /// Run a command in a running sandbox.
     Exec(ExecArgs),
+    /// Measure start→exit and memory of a workload under each isolation level.
+    Bench(Box<crate::commands::bench::BenchArgs>),
     /// Manage volumes: create, ls, inspect, rm, prune.
     Volume {
         #[command(subcommand)]

@@ -1,5 +1,6 @@
 //! One module per group of verbs.
 
+pub mod bench;
 mod build;
 mod image;
 mod lifecycle;
@@ -71,6 +72,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             Ok(code)
         }
         Command::Volume { command } => volume::dispatch(&root, command),
+        Command::Bench(args) => bench::bench(&root, *args),
         Command::System {
             command: SystemCommand::Df { format },
         } => lifecycle::df(&root, &format),
