@@ -162,6 +162,10 @@ impl VmBackend {
         }
         // Fault injection for the tests: `init-exit` makes the guest init
         // exit at once, which panics the guest kernel.
+        // SBX_DEBUG=2: the guest init says what it does on the serial log.
+        if std::env::var("SBX_DEBUG").is_ok_and(|v| v == "2") {
+            cmdline.push_str(" sbx.debug");
+        }
         if let Some(f) = std::env::var("SBX_VM_FAULT").ok().filter(|f| !f.is_empty()) {
             cmdline.push_str(&format!(" sbx.fault={f}"));
         }
@@ -243,6 +247,7 @@ impl VmBackend {
             finished: Mutex::new(None),
             record: Mutex::new(record),
             started_at: vmm_start,
+            stdin_sink: None,
             dir: spec.dir.clone(),
             serial_log,
             vmm_log,
@@ -254,6 +259,8 @@ impl VmBackend {
             return Err(e);
         }
         if let Some((source, sink)) = plumbing.stdin {
+            let sink = Arc::new(File::from(sink));
+            sandbox.stdin_sink = Some(Arc::clone(&sink));
             let control = Arc::clone(&sandbox.control);
             std::thread::spawn(move || stdio::relay_stdin(source, sink, control));
         }

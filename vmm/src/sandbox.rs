@@ -185,6 +185,8 @@ pub struct VmSandbox {
     pub(crate) finished: Mutex<Option<ExitStatus>>,
     pub(crate) record: Mutex<BootRecord>,
     pub(crate) started_at: Instant,
+    /// The host end of the stdin console, held open for the VM's life.
+    pub(crate) stdin_sink: Option<Arc<File>>,
     pub(crate) dir: PathBuf,
     pub(crate) serial_log: PathBuf,
     pub(crate) vmm_log: PathBuf,

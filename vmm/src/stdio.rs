@@ -132,9 +132,13 @@ fn host_winsize() -> Option<(u16, u16)> {
 /// EOF tell the guest how many there were, so that it closes the
 /// workload's stdin once it has passed them all on (a console has no EOF
 /// of its own).
-pub fn relay_stdin(source: OwnedFd, sink: OwnedFd, control: Arc<Mutex<File>>) {
+///
+/// `sink` must stay open until the VM ends (the caller keeps a clone):
+/// QEMU drops a socket chardev on hang-up, with whatever it had not yet
+/// passed to the guest.
+pub fn relay_stdin(source: OwnedFd, sink: Arc<File>, control: Arc<Mutex<File>>) {
     let mut source = File::from(source);
-    let mut sink = File::from(sink);
+    let mut sink: &File = &sink;
     let mut buf = vec![0u8; 64 * 1024];
     let mut bytes = 0u64;
     loop {

@@ -86,7 +86,7 @@ fn boot(init_start_ns: u64) -> Result<(), String> {
         stderr,
         stdin,
     };
-    let (mut ctl, code, signal) = relay::Relay::new(ctl, consoles, started, &spec).run();
+    let (mut ctl, code, signal) = relay::Relay::new(ctl, consoles, started, &spec, trace).run();
     volumes::unmount_volumes(&spec);
     ctl.send(&GuestEvent::Exit { code, signal });
     ctl.drain();

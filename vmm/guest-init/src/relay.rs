@@ -51,6 +51,9 @@ pub struct Relay {
     sigfd: Option<SignalFd>,
     status: Option<(i32, Option<i32>)>,
     drain_deadline: Option<Instant>,
+    /// `sbx.debug` on the kernel command line: say what happens on the
+    /// serial console.
+    trace: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -77,7 +80,13 @@ fn set_nonblocking(fd: &OwnedFd) {
 }
 
 impl Relay {
-    pub fn new(ctl: Control, consoles: Consoles, w: Started, spec: &GuestSpec) -> Relay {
+    pub fn new(
+        ctl: Control,
+        consoles: Consoles,
+        w: Started,
+        spec: &GuestSpec,
+        trace: bool,
+    ) -> Relay {
         workload::block_sigchld();
         let mut mask = SigSet::empty();
         mask.add(Signal::SIGCHLD);
@@ -105,6 +114,7 @@ impl Relay {
             sigfd,
             status: None,
             drain_deadline: None,
+            trace,
         }
     }
 
@@ -221,6 +231,13 @@ impl Relay {
                 }
             }
             HostMessage::StdinEof { bytes } => {
+                if self.trace {
+                    eprintln!(
+                        "sbx-guest-init: host stdin ended at {bytes} bytes; {} received, {} pending",
+                        self.received,
+                        self.pending.len()
+                    );
+                }
                 self.stdin_eof_at = Some(bytes);
                 self.close_input_at_eof();
             }
@@ -256,6 +273,12 @@ impl Relay {
     fn close_input_at_eof(&mut self) {
         if let Some(at) = self.stdin_eof_at {
             if !self.terminal && self.received >= at && self.pending.is_empty() {
+                if self.trace && self.input.is_some() {
+                    eprintln!(
+                        "sbx-guest-init: workload stdin closed after {} bytes",
+                        self.received
+                    );
+                }
                 self.input = None;
             }
         }
