@@ -281,6 +281,56 @@ fn stdin_signals_and_exec_failures() {
     assert_eq!(r.errors(), ["sbx: exec \"/etc/passwd\": permission denied"]);
 }
 
+/// Consoles carry bulk data whole, both ways: QEMU drops console output its
+/// host end cannot take at once, which the output window prevents.
+#[test]
+fn large_streams_arrive_whole() {
+    let root = &TestRoot::new();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let data: Vec<u8> = (0..3_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    require_kernel();
+    let mut cmd = root.cmd(&["run", "--rm", "-i", "--isolation=vm", "busybox", "cat"]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut w = child.stdin.take().unwrap();
+    let input = data.clone();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = w.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout.len(), data.len(), "bytes lost or added");
+    assert!(out.stdout == data, "the bytes came back changed");
+
+    let r = vm_run(
+        root,
+        &[
+            "busybox",
+            "sh",
+            "-c",
+            "head -c 20000000 /dev/zero; echo end >&2",
+        ],
+    );
+    assert_eq!(r.code, 0, "stderr: {}", r.err);
+    assert_eq!(r.out.len(), 20_000_000);
+    assert_eq!(r.errors(), ["end"]);
+}
+
 #[test]
 fn guest_panic_is_a_clear_error() {
     let root = &TestRoot::new();

@@ -206,11 +206,21 @@ impl VmBackend {
             _ => Box::new(kvm_engine::spawn(config).map_err(VmError::from)?),
         };
         record.vmm_pid = vm.pid();
-        let control = File::from(plumbing.control);
-        let reader = control.try_clone().map_err(|source| VmError::Io {
-            what: "duplicating the control port",
-            source,
-        });
+        let control = Arc::new(Mutex::new(File::from(plumbing.control)));
+        let relays = plumbing
+            .outputs
+            .into_iter()
+            .map(|(console, ours, dest)| {
+                let control = Arc::clone(&control);
+                std::thread::spawn(move || stdio::relay_output(console, ours, dest, control))
+            })
+            .collect();
+        let reader = (control.lock().unwrap_or_else(|p| p.into_inner()))
+            .try_clone()
+            .map_err(|source| VmError::Io {
+                what: "duplicating the control port",
+                source,
+            });
         let reader = match reader {
             Ok(r) => r,
             Err(e) => {
@@ -240,7 +250,8 @@ impl VmBackend {
         };
         let sandbox = VmSandbox {
             vm,
-            control: Arc::new(Mutex::new(control)),
+            control,
+            relays: Mutex::new(relays),
             events: Mutex::new(EventReader::new(reader)),
             io: Mutex::new(plumbing.io),
             killed: AtomicBool::new(false),

@@ -179,6 +179,9 @@ pub fn log_tail(serial: &Path, vmm: &Path) -> String {
 pub struct VmSandbox {
     pub(crate) vm: Box<dyn RunningVm>,
     pub(crate) control: Arc<Mutex<File>>,
+    /// Output console relays; joined once the VM has ended, so that all
+    /// output is out before `wait` returns.
+    pub(crate) relays: Mutex<Vec<std::thread::JoinHandle<()>>>,
     pub(crate) events: Mutex<EventReader>,
     pub(crate) io: Mutex<SandboxIo>,
     pub(crate) killed: AtomicBool,
@@ -244,6 +247,9 @@ impl Sandbox for VmSandbox {
                 self.vm.wait_timeout(None).unwrap_or_default()
             }
         };
+        for r in std::mem::take(&mut *self.relays.lock().unwrap_or_else(|p| p.into_inner())) {
+            let _ = r.join();
+        }
         let status = match exit {
             Some(s) => Ok(s),
             None if self.killed.load(Ordering::SeqCst) => Ok(ExitStatus::signaled(libc::SIGKILL)),

@@ -26,6 +26,9 @@ pub struct Plumbing {
     /// Where the workload's input comes from, and the stdin console it is
     /// counted into (see [`relay_stdin`]).
     pub stdin: Option<(OwnedFd, OwnedFd)>,
+    /// Output consoles: (console number, host end, where it goes), for
+    /// [`relay_output`].
+    pub outputs: Vec<(u8, OwnedFd, OwnedFd)>,
     /// The terminal's size when the workload gets one.
     pub tty_size: Option<(u16, u16)>,
 }
@@ -49,6 +52,18 @@ fn console(to_host: Option<OwnedFd>, from_host: Option<OwnedFd>) -> Console {
     Console { to_host, from_host }
 }
 
+/// An output console: the VMM's end (with room for a whole window of
+/// output, see [`sbx_vm_protocol::OUTPUT_WINDOW`]) and ours.
+fn output_pair() -> Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let (ours, vmm) = pair()?;
+    // Above wmem_max needs CAP_NET_ADMIN; the plain option is capped there.
+    if setsockopt(&vmm, sockopt::SndBufForce, &sbx_vm_protocol::OUTPUT_SNDBUF).is_err() {
+        setsockopt(&vmm, sockopt::SndBuf, &sbx_vm_protocol::OUTPUT_SNDBUF)?;
+    }
+    Ok((ours, vmm))
+}
+
 pub fn plumb(spec: &SandboxSpec, stdio: Stdio) -> Result<Plumbing> {
     let (control, guest_ctl) = pair()?;
     let ctl = console(Some(dup(&guest_ctl)?), Some(guest_ctl));
@@ -56,6 +71,7 @@ pub fn plumb(spec: &SandboxSpec, stdio: Stdio) -> Result<Plumbing> {
     let mut stdin = None;
     let mut tty_size = None;
 
+    let mut outputs = Vec::new();
     let (out, err, input) = if spec.process.terminal {
         // A host pty in raw mode carries the guest pty's bytes unchanged;
         // the caller relays its master as it would a container's.
@@ -71,29 +87,29 @@ pub fn plumb(spec: &SandboxSpec, stdio: Stdio) -> Result<Plumbing> {
         nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &t)?;
         tty_size = host_winsize();
         let input = dup(&pty.slave)?;
+        let (ours, vmm) = output_pair()?;
+        outputs.push((1, ours, pty.slave));
         io.tty = Some(File::from(pty.master));
         (
-            console(Some(pty.slave), None),
+            console(Some(vmm), None),
             console(None, None),
             console(None, Some(input)),
         )
     } else {
-        let (out, err) = match stdio {
-            Stdio::Inherit => (
-                console(Some(dup(std::io::stdout())?), None),
-                console(Some(dup(std::io::stderr())?), None),
-            ),
+        let (out_dest, err_dest) = match stdio {
+            Stdio::Inherit => (dup(std::io::stdout())?, dup(std::io::stderr())?),
             Stdio::Piped => {
-                let (out_host, out_guest) = pair()?;
-                let (err_host, err_guest) = pair()?;
-                io.stdout = Some(File::from(out_host));
-                io.stderr = Some(File::from(err_host));
-                (
-                    console(Some(out_guest), None),
-                    console(Some(err_guest), None),
-                )
+                let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+                let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+                io.stdout = Some(File::from(out_r));
+                io.stderr = Some(File::from(err_r));
+                (out_w, err_w)
             }
         };
+        let (out_ours, out_vmm) = output_pair()?;
+        let (err_ours, err_vmm) = output_pair()?;
+        outputs.push((1, out_ours, out_dest));
+        outputs.push((2, err_ours, err_dest));
         let input = if spec.process.stdin {
             let source = match stdio {
                 Stdio::Inherit => dup(std::io::stdin())?,
@@ -109,13 +125,18 @@ pub fn plumb(spec: &SandboxSpec, stdio: Stdio) -> Result<Plumbing> {
         } else {
             console(None, None)
         };
-        (out, err, input)
+        (
+            console(Some(out_vmm), None),
+            console(Some(err_vmm), None),
+            input,
+        )
     };
     Ok(Plumbing {
         consoles: vec![ctl, out, err, input],
         control,
         io,
         stdin,
+        outputs,
         tty_size,
     })
 }
@@ -159,4 +180,46 @@ pub fn relay_stdin(source: OwnedFd, sink: Arc<File>, control: Arc<Mutex<File>>) 
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .write_all(&msg);
+}
+
+/// Acknowledge output at least this often, so the guest's window moves.
+const ACK_EVERY: u64 = 256 * 1024;
+
+/// Copy an output console to where it goes (the caller's stdout or
+/// stderr, a pipe, the pty), acknowledging what was taken so that the guest
+/// never has more in flight than the VMM's end can hold. Ends when the VM
+/// does, closing `dest`.
+pub fn relay_output(console: u8, sock: OwnedFd, dest: OwnedFd, control: Arc<Mutex<File>>) {
+    let mut sock = File::from(sock);
+    let mut dest = Some(File::from(dest));
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut total, mut acked) = (0u64, 0u64);
+    let mut vm_listens = true;
+    loop {
+        let n = match sock.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        // A reader that went away (EPIPE) no longer gets output; the guest
+        // still gets its acknowledgements.
+        if let Some(d) = &mut dest {
+            if d.write_all(&buf[..n]).is_err() {
+                dest = None;
+            }
+        }
+        total += n as u64;
+        // A short read means the socket is drained for now.
+        if vm_listens && (total - acked >= ACK_EVERY || n < buf.len()) {
+            let msg = sbx_vm_protocol::to_line(&HostMessage::Ack {
+                console,
+                bytes: total,
+            });
+            let mut c = control.lock().unwrap_or_else(|p| p.into_inner());
+            // Failing, the VM is gone: keep draining what it left.
+            vm_listens = c.write_all(&msg).is_ok();
+            acked = total;
+        }
+    }
 }

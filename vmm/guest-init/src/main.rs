@@ -13,6 +13,7 @@
 
 mod console;
 mod mounts;
+mod output;
 mod relay;
 mod user;
 mod volumes;

@@ -5,9 +5,9 @@
 //!
 //! When the workload ends, every process left is killed, its output drained
 //! to EOF, and the consoles flushed to the host before the exit is reported.
+//! Output flow control is in [`crate::output`].
 
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -18,11 +18,12 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use sbx_vm_protocol::{GuestSpec, HostMessage};
 
-use crate::console::{self, Control};
+use crate::console::Control;
+use crate::output::Output;
 use crate::workload::{self, Started};
 
 /// After the workload ends, how long its leftovers may take to die and
-/// their output to drain.
+/// their output to drain (counted from the last progress).
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 const CHUNK: usize = 64 * 1024;
 
@@ -35,11 +36,11 @@ pub struct Consoles {
 
 pub struct Relay {
     ctl: Control,
-    consoles: Consoles,
+    stdin_console: File,
     pid: Pid,
     terminal: bool,
-    out: Option<OwnedFd>,
-    err: Option<OwnedFd>,
+    /// The workload's stdout (or pty) and stderr, as consoles 1 and 2.
+    outputs: [Output; 2],
     /// Where input goes; None once closed (or never asked for).
     input: Option<OwnedFd>,
     /// Read from the stdin console, not yet taken by the workload.
@@ -60,8 +61,7 @@ pub struct Relay {
 enum Source {
     Control,
     Signals,
-    Out,
-    Err,
+    Output(usize),
     Stdin,
     Input,
 }
@@ -102,11 +102,13 @@ impl Relay {
         }
         Relay {
             ctl,
-            consoles,
+            stdin_console: consoles.stdin,
             pid: w.pid,
             terminal: w.terminal,
-            out: Some(w.stdout),
-            err: w.stderr,
+            outputs: [
+                Output::new(Some(w.stdout), consoles.stdout),
+                Output::new(w.stderr, consoles.stderr),
+            ],
             input: w.stdin.filter(|_| spec.stdin || spec.terminal),
             pending: Vec::new(),
             received: 0,
@@ -124,10 +126,14 @@ impl Relay {
         let mut buf = vec![0u8; CHUNK];
         loop {
             self.reap();
-            if self.status.is_some() && self.out.is_none() && self.err.is_none() {
+            if self.status.is_some() && !self.outputs.iter().any(Output::is_open) {
                 break;
             }
-            if self.drain_deadline.is_some_and(|d| Instant::now() >= d) {
+            // Leftovers that will not die end the drain; a host that is
+            // slow to take the output does not.
+            if self.drain_deadline.is_some_and(|d| Instant::now() >= d)
+                && !self.outputs.iter().any(Output::window_full)
+            {
                 break;
             }
             let mut fds: Vec<libc::pollfd> = Vec::new();
@@ -144,16 +150,15 @@ impl Relay {
             if let Some(s) = &self.sigfd {
                 watch(s.as_raw_fd(), libc::POLLIN, Source::Signals);
             }
-            if let Some(o) = &self.out {
-                watch(o.as_raw_fd(), libc::POLLIN, Source::Out);
-            }
-            if let Some(e) = &self.err {
-                watch(e.as_raw_fd(), libc::POLLIN, Source::Err);
+            for (i, o) in self.outputs.iter().enumerate() {
+                if let Some(fd) = o.readable_fd() {
+                    watch(fd, libc::POLLIN, Source::Output(i));
+                }
             }
             if let Some(i) = &self.input {
                 if self.pending.is_empty() {
                     if self.status.is_none() {
-                        watch(self.consoles.stdin.as_raw_fd(), libc::POLLIN, Source::Stdin);
+                        watch(self.stdin_console.as_raw_fd(), libc::POLLIN, Source::Stdin);
                     }
                 } else {
                     watch(i.as_raw_fd(), libc::POLLOUT, Source::Input);
@@ -176,8 +181,9 @@ impl Relay {
                 }
             }
         }
-        console::drain(&self.consoles.stdout);
-        console::drain(&self.consoles.stderr);
+        for o in &self.outputs {
+            o.flush();
+        }
         let (code, signal) = self.status.unwrap_or((crate::SETUP_FAILED, None));
         (self.ctl, code, signal)
     }
@@ -194,17 +200,12 @@ impl Relay {
                     while let Ok(Some(_)) = s.read_signal() {}
                 }
             }
-            Source::Out => {
-                if !copy_out(&mut self.out, &mut self.consoles.stdout, buf) {
-                    self.out = None;
+            Source::Output(i) => {
+                if self.outputs[i].pump(buf) {
+                    self.progress();
                 }
             }
-            Source::Err => {
-                if !copy_out(&mut self.err, &mut self.consoles.stderr, buf) {
-                    self.err = None;
-                }
-            }
-            Source::Stdin => match read_fd(self.consoles.stdin.as_raw_fd(), buf) {
+            Source::Stdin => match read_fd(self.stdin_console.as_raw_fd(), buf) {
                 Ok(n) if n > 0 => {
                     self.received += n as u64;
                     self.pending.extend_from_slice(&buf[..n]);
@@ -226,8 +227,17 @@ impl Relay {
                 }
             }
             HostMessage::Resize { rows, cols } => {
-                if let (true, Some(master)) = (self.terminal, &self.out) {
-                    workload::set_winsize(master.as_raw_fd(), rows, cols);
+                if let (true, Some(master)) = (self.terminal, self.outputs[0].source_fd()) {
+                    workload::set_winsize(master, rows, cols);
+                }
+            }
+            HostMessage::Ack { console, bytes } => {
+                if let Some(o) = (console as usize)
+                    .checked_sub(1)
+                    .and_then(|i| self.outputs.get_mut(i))
+                {
+                    o.ack(bytes);
+                    self.progress();
                 }
             }
             HostMessage::StdinEof { bytes } => {
@@ -301,6 +311,13 @@ impl Relay {
         }
     }
 
+    /// Output moved: the drain may go on.
+    fn progress(&mut self) {
+        if self.drain_deadline.is_some() {
+            self.drain_deadline = Some(Instant::now() + DRAIN_LIMIT);
+        }
+    }
+
     fn workload_ended(&mut self, code: i32, signal: Option<i32>) {
         self.status = Some((code, signal));
         self.input = None;
@@ -308,20 +325,5 @@ impl Relay {
         // (PID 1); it takes no pointers.
         unsafe { libc::kill(-1, libc::SIGKILL) };
         self.drain_deadline = Some(Instant::now() + DRAIN_LIMIT);
-    }
-}
-
-/// Copy what is readable from `from` to the console; false at EOF (a pty
-/// master reads EIO once no slave is open).
-fn copy_out(from: &mut Option<OwnedFd>, to: &mut File, buf: &mut [u8]) -> bool {
-    let Some(fd) = from else { return false };
-    match read_fd(fd.as_raw_fd(), buf) {
-        Ok(0) => false,
-        Ok(n) => {
-            let _ = to.write_all(&buf[..n]);
-            true
-        }
-        Err(Errno::EAGAIN) | Err(Errno::EINTR) => true,
-        Err(_) => false,
     }
 }

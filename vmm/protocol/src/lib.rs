@@ -97,6 +97,24 @@ pub enum HostMessage {
     /// The host's stdin ended after this many bytes: once the guest has
     /// passed them all on, it closes the workload's stdin.
     StdinEof { bytes: u64 },
+    /// The host has taken this many bytes (in all) off an output console.
+    /// QEMU drops console output its host end cannot take at once, so the
+    /// guest keeps what is in flight below [`OUTPUT_WINDOW`].
+    Ack { console: u8, bytes: u64 },
+}
+
+/// How much output may be in flight on a console, unacknowledged, counted
+/// in [`output_cost`] units. The host gives the VMM's end of each output
+/// console a send buffer of [`OUTPUT_SNDBUF`], well above what the window
+/// can put in it.
+pub const OUTPUT_WINDOW: u64 = 1 << 20;
+pub const OUTPUT_SNDBUF: usize = 8 << 20;
+
+/// What one write of `n` bytes to a console may cost the host end's send
+/// buffer: the bytes, plus a socket buffer's overhead for each page-sized
+/// piece the console driver sends separately.
+pub fn output_cost(n: u64) -> u64 {
+    n + 2048 * n.div_ceil(4096).max(1)
 }
 
 /// Guest → host.
@@ -167,6 +185,10 @@ mod tests {
             HostMessage::Signal { signal: 15 },
             HostMessage::Resize { rows: 24, cols: 80 },
             HostMessage::StdinEof { bytes: 3 },
+            HostMessage::Ack {
+                console: 1,
+                bytes: 1 << 40,
+            },
         ];
         let mut lb = LineBuffer::default();
         for m in &msgs {
