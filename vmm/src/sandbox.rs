@@ -317,4 +317,10 @@ impl Sandbox for VmSandbox {
     fn resize(&self, rows: u16, cols: u16) -> Result<(), BackendError> {
         self.send(&HostMessage::Resize { rows, cols })
     }
+
+    /// The engine, the VM's make-up and its boot phases (also `vm.json`).
+    fn details(&self) -> serde_json::Value {
+        let record = self.record.lock().unwrap_or_else(|p| p.into_inner());
+        serde_json::to_value(&*record).unwrap_or(serde_json::Value::Null)
+    }
 }
