@@ -106,3 +106,37 @@ impl Output {
         console::drain(&self.console);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_stops_reading_until_acknowledged() {
+        let (src_r, src_w) = nix::unistd::pipe().unwrap();
+        let (con_r, con_w) = nix::unistd::pipe().unwrap();
+        let mut out = Output::new(Some(src_r), File::from(con_w));
+        let mut workload = File::from(src_w);
+        let mut buf = [0u8; 10];
+        let mut sent = 0u64;
+        while out.readable_fd().is_some() {
+            workload.write_all(b"0123456789").unwrap();
+            assert!(out.pump(&mut buf));
+            sent += 10;
+        }
+        assert!(out.window_full());
+        // Small writes are counted by their overhead, not only their bytes.
+        assert!(sent < OUTPUT_WINDOW / 100, "{sent} bytes filled the window");
+        out.ack(sent / 2);
+        assert!(!out.window_full());
+        out.ack(sent);
+        assert_eq!(out.cost, 0);
+        drop(workload);
+        assert!(!out.pump(&mut buf));
+        assert!(!out.is_open());
+        drop(out);
+        let mut copied = Vec::new();
+        std::io::Read::read_to_end(&mut File::from(con_r), &mut copied).unwrap();
+        assert_eq!(copied.len() as u64, sent);
+    }
+}
