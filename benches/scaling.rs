@@ -6,8 +6,9 @@
 //! `target/scaling.json`.
 //!
 //! VMs under TCG (this PVM host) boot slowly and all share 2 cores: VM N is
-//! capped at `SBX_BENCH_VM_MAX_N` (default 8; set 32 for the full series,
-//! a few minutes more). Needs root.
+//! capped at `SBX_BENCH_VM_MAX_N` (default 32, or 8 with `--quick`; 32
+//! TCG guests take about half a minute to be all running here). Needs
+//! root. `cargo bench --bench scaling` takes one to two minutes.
 
 mod support;
 
@@ -30,7 +31,7 @@ fn main() {
     let vm_max: usize = std::env::var("SBX_BENCH_VM_MAX_N")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
+        .unwrap_or(if support::quick() { 8 } else { 32 });
     let rootfs = shared_rootfs(&env.sbx_root, &env.path().join("rootfs"));
     let bundle = rootfs.and_then(|r| {
         make_bundle(
