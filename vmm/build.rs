@@ -23,6 +23,8 @@ fn main() {
         "guest-init/Cargo.toml",
         "protocol/src",
         "protocol/Cargo.toml",
+        "../shared/userdb/src",
+        "../shared/userdb/Cargo.toml",
     ] {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -20,7 +20,7 @@ use sbx_shared::spec::{NetworkMode, Process, SandboxSpec};
 
 use crate::rootfs::{self, SandboxDirs};
 use crate::seccomp::BpfProgram;
-use crate::user;
+use sbx_userdb as user;
 
 /// Exit status of the child when setup failed before exec; the parent reads
 /// the reason from the error pipe, so this value is never shown.

@@ -13,7 +13,6 @@ mod loopdev;
 mod mounts;
 pub mod rootfs;
 pub mod seccomp;
-mod user;
 
 use std::fs::File;
 use std::io::Read;

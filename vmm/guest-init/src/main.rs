@@ -15,7 +15,6 @@ mod console;
 mod mounts;
 mod output;
 mod relay;
-mod user;
 mod volumes;
 mod workload;
 

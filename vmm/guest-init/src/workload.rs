@@ -15,7 +15,7 @@ use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
 use sbx_vm_protocol::GuestSpec;
 
-use crate::user;
+use sbx_userdb as user;
 
 const SETUP_FAILED: i32 = crate::SETUP_FAILED;
 
