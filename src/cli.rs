@@ -30,7 +30,7 @@ pub enum Command {
         file: String,
         /// NAME[:TAG]
         name: String,
-        /// Image config change, as Docker's --change: CMD, ENTRYPOINT, ENV, WORKDIR, USER, VOLUME.
+        /// Image config change, as Docker's --change: CMD, ENTRYPOINT, ENV, WORKDIR, USER, VOLUME, EXPOSE.
         #[arg(short = 'c', long = "change")]
         changes: Vec<String>,
     },
@@ -139,6 +139,17 @@ pub enum Command {
     Volume {
         #[command(subcommand)]
         command: VolumeCommand,
+    },
+    /// Manage networks: create, ls, inspect, rm, connect, disconnect, prune.
+    Network {
+        #[command(subcommand)]
+        command: NetworkCommand,
+    },
+    /// List a sandbox's published ports (or the host side of one).
+    Port {
+        id: String,
+        /// PORT[/tcp|udp]
+        port: Option<String>,
     },
     /// Housekeeping: prune, df.
     System {
@@ -256,6 +267,69 @@ pub enum VolumeCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Create a bridge network with its own subnet.
+    Create {
+        /// bridge (the only driver).
+        #[arg(short = 'd', long, default_value = "bridge")]
+        driver: String,
+        /// IPv4 subnet in CIDR form, a private range (default: a free 10.89.N.0/24).
+        #[arg(long)]
+        subnet: Option<String>,
+        /// The bridge's address (default: the subnet's first host address).
+        #[arg(long)]
+        gateway: Option<String>,
+        name: String,
+    },
+    /// List networks.
+    #[command(alias = "list")]
+    Ls {
+        /// table (default) or json (one object per line).
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// Only names.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show networks as JSON, with the sandboxes on them.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks (refused while a sandbox is on one).
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Connect a sandbox to a network (a running container gets a new interface).
+    Connect {
+        /// Another name peers on the network know it by.
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+        /// Its IPv4 address on the network.
+        #[arg(long)]
+        ip: Option<String>,
+        network: String,
+        id: String,
+    },
+    /// Disconnect a sandbox from a network.
+    Disconnect {
+        /// Accepted for Docker's scripts.
+        #[arg(short, long)]
+        force: bool,
+        network: String,
+        id: String,
+    },
+    /// Remove every user-defined network no sandbox is on.
+    Prune {
+        /// Do not ask (sbx never asks; accepted for Docker's scripts).
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum SystemCommand {
     /// Remove exited sandboxes (and with -a, images no sandbox uses).
     Prune {
@@ -311,12 +385,6 @@ pub enum VmEngineArg {
     Qemu,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum NetworkArg {
-    None,
-    Host,
-}
-
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Isolation level.
@@ -366,8 +434,23 @@ pub struct RunArgs {
     /// Mount a tmpfs: DST[:size=64m,mode=1777].
     #[arg(long = "tmpfs")]
     pub tmpfs: Vec<String>,
-    #[arg(long, value_enum, default_value = "none")]
-    pub network: NetworkArg,
+    /// none (the default, or bridge with -p/-P), host (containers only),
+    /// bridge (the default bridge network) or a user-defined network.
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Another name peers on a user-defined network know this sandbox by.
+    #[arg(long = "network-alias")]
+    pub network_aliases: Vec<String>,
+    /// This sandbox's IPv4 address on its network.
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Publish a port: [IP:][HOSTPORT:]PORT[/tcp|udp]. IP defaults to
+    /// 127.0.0.1; no HOSTPORT: a free one.
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
+    /// Publish every port the image EXPOSEs, each to a free host port.
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
     /// Override the image's ENTRYPOINT ('' clears it).
     #[arg(long)]
     pub entrypoint: Option<String>,

@@ -33,6 +33,8 @@ pub struct ChildArgs<'a> {
     pub seccomp: &'a BpfProgram,
     pub error_pipe: OwnedFd,
     pub stdio: ChildStdio,
+    /// A network namespace to join (bridge networks), made by the parent.
+    pub netns: Option<RawFd>,
 }
 
 /// Descriptors the child makes its 0, 1 and 2.
@@ -135,6 +137,13 @@ fn setup_and_exec(args: &ChildArgs) -> Result<Never, Failure> {
     }
     nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
         .map_err(sys("creating the cgroup namespace"))?;
+    if let Some(fd) = args.netns {
+        // SAFETY: the parent keeps the descriptor open until this child
+        // has execed or failed.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        nix::sched::setns(fd, CloneFlags::CLONE_NEWNET)
+            .map_err(sys("joining the sandbox's network namespace"))?;
+    }
 
     rootfs::setup(spec, args.dirs)?;
 

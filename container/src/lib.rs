@@ -76,7 +76,17 @@ impl Backend for ContainerBackend {
         let cgroup = Cgroup::create(&spec.id, &spec.limits)
             .map_err(|e| BackendError::Setup(format!("cgroups: {e}")))?;
 
-        let spawned = spawn(spec, &dirs, &cgroup, &seccomp, stdio);
+        // Bridge networks: a network namespace made and plumbed (veths,
+        // addresses) before the clone, which the child joins.
+        let netns = match sbx_shared::network::netns::for_container(spec) {
+            Ok(ns) => ns,
+            Err(e) => {
+                cgroup.remove();
+                return Err(e.into());
+            }
+        };
+        let spawned = spawn(spec, &dirs, &cgroup, &seccomp, stdio, netns.as_ref());
+        drop(netns);
         drop(loops);
         let sandbox: Result<Box<dyn Sandbox>, BackendError> = match spawned {
             Ok((pid, io)) => Ok(Box::new(ContainerSandbox {
@@ -143,6 +153,7 @@ fn spawn(
     cgroup: &Cgroup,
     seccomp: &seccomp::BpfProgram,
     stdio: Stdio,
+    netns: Option<&OwnedFd>,
 ) -> Result<(Pid, SandboxIo), BackendError> {
     let (err_read, err_write) = pipe()?;
     let (child_stdio, mut io, pty_socket) =
@@ -150,7 +161,7 @@ fn spawn(
 
     let mut flags =
         libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
-    if spec.network == NetworkMode::None {
+    if spec.network == NetworkMode::None || spec.network == NetworkMode::Bridge && netns.is_none() {
         flags |= libc::CLONE_NEWNET;
     }
     let procs = cgroup.procs_files();
@@ -182,6 +193,7 @@ fn spawn(
             seccomp,
             error_pipe: err_write,
             stdio: child_stdio,
+            netns: netns.map(|fd| fd.as_raw_fd()),
         });
     }
     let pid = Pid::from_raw(ret as i32);

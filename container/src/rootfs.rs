@@ -457,12 +457,8 @@ fn pivot(rootfs: &Path) -> SetupResult<()> {
 /// The generated /etc files: hosts, hostname, resolv.conf.
 pub fn write_etc_files(spec: &SandboxSpec, dirs: &SandboxDirs) -> std::io::Result<()> {
     let h = &spec.hostname;
-    std::fs::write(
-        &dirs.hosts,
-        format!(
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{h}\n"
-        ),
-    )?;
+    // On bridge networks: its own address and its peers' names.
+    std::fs::write(&dirs.hosts, sbx_shared::network::hosts::for_spec(spec))?;
     std::fs::write(&dirs.hostname, format!("{h}\n"))?;
     // With no network there is nobody to ask; with the host's network, ask
     // whom the host asks (systemd-resolved's stub is the host's loopback,
@@ -471,7 +467,8 @@ pub fn write_etc_files(spec: &SandboxSpec, dirs: &SandboxDirs) -> std::io::Resul
         sbx_shared::spec::NetworkMode::Host => {
             std::fs::read("/etc/resolv.conf").unwrap_or_default()
         }
-        sbx_shared::spec::NetworkMode::None => Vec::new(),
+        // Bridge networks: names come from /etc/hosts; nothing leaves.
+        sbx_shared::spec::NetworkMode::None | sbx_shared::spec::NetworkMode::Bridge => Vec::new(),
     };
     std::fs::write(&dirs.resolv, resolv)?;
     std::fs::create_dir_all(&dirs.upper)?;

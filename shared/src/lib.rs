@@ -11,6 +11,7 @@ pub mod digest;
 pub mod ids;
 pub mod logs;
 pub mod monitor;
+pub mod network;
 pub mod paths;
 pub mod reference;
 pub mod spec;

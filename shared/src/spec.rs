@@ -46,6 +46,13 @@ pub struct SandboxSpec {
     /// Bind mounts, volumes and tmpfs mounts, parents before children.
     #[serde(default)]
     pub mounts: Vec<Mount>,
+    /// With [`NetworkMode::Bridge`]: the networks the sandbox is attached
+    /// to, its interface `ethN` for the Nth (see [`crate::network`]).
+    #[serde(default)]
+    pub networks: Vec<crate::network::Attachment>,
+    /// Published ports (`-p`, `-P`), host ports already chosen.
+    #[serde(default)]
+    pub ports: Vec<crate::network::PortMapping>,
 }
 
 /// One mount on top of the root filesystem (`-v`, `--mount`, `--tmpfs`,
@@ -137,6 +144,9 @@ pub enum NetworkMode {
     None,
     /// The host's network namespace (containers only).
     Host,
+    /// A private network namespace (or VM) with one interface per bridge
+    /// network in [`SandboxSpec::networks`].
+    Bridge,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

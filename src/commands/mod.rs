@@ -4,6 +4,8 @@ pub mod bench;
 mod build;
 mod image;
 mod lifecycle;
+mod network;
+mod port;
 mod registry;
 mod run;
 mod volume;
@@ -72,6 +74,8 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             Ok(code)
         }
         Command::Volume { command } => volume::dispatch(&root, command),
+        Command::Network { command } => network::dispatch(&root, command),
+        Command::Port { id, port } => port::port(&root, &id, port.as_deref()),
         Command::Bench(args) => bench::bench(&root, *args),
         Command::System {
             command: SystemCommand::Df { format },

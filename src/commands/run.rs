@@ -12,14 +12,13 @@ use sbx_shared::backend::{Backend, Sandbox, Stdio};
 use sbx_shared::monitor::{self, Lifecycle, RestartPolicy};
 use sbx_shared::paths::Root;
 use sbx_shared::spec::{
-    self, ImageInfo, Isolation, Limits, NetworkMode, Process, Rootfs, SandboxSpec, VmEngine,
-    VmOptions,
+    self, ImageInfo, Isolation, Limits, Process, Rootfs, SandboxSpec, VmEngine, VmOptions,
 };
 use sbx_shared::state::{Record, State, Status};
 use sbx_shared::store::{Image, Store};
 use sbx_shared::volumes::{usage, Volumes};
 
-use crate::cli::{IsolationArg, NetworkArg, RunArgs, VmEngineArg};
+use crate::cli::{IsolationArg, RunArgs, VmEngineArg};
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -41,9 +40,7 @@ pub fn run(root: &Root, args: RunArgs) -> Result<u8> {
         Some(t) => Some(Duration::from_secs_f64(t)),
         None => None,
     };
-    if args.network == NetworkArg::Host && isolation == Isolation::Vm {
-        bail!("--network host is not possible with --isolation=vm: a VM has its own kernel and network stack");
-    }
+    let net_request = super::network::Request::from_args(&args, isolation)?;
     let flag_env = environment(&args)?;
     let restart = RestartPolicy::parse(&args.restart).map_err(anyhow::Error::msg)?;
     if restart != RestartPolicy::No && !args.detach {
@@ -57,6 +54,9 @@ pub fn run(root: &Root, args: RunArgs) -> Result<u8> {
     let store = Store::open(root).context("opening the image store")?;
     let image = store.resolve(&args.image)?;
     let layers = store.rootfs(&image)?;
+    // Published ports are bound now: a taken one fails before anything
+    // is created.
+    let bound = net_request.bind_ports(&image)?;
 
     let id = sbx_shared::ids::new_id();
     let process = process(&image, &args, flag_env, rlimits)?;
@@ -104,6 +104,15 @@ pub fn run(root: &Root, args: RunArgs) -> Result<u8> {
         let _ = state.remove(&record);
         return Err(e.into());
     }
+    // An address on each network, once the sandbox's directory exists.
+    let (network_mode, networks) = match net_request.attach(root, &record, &hostname) {
+        Ok(n) => n,
+        Err(e) => {
+            super::volume::drop_anonymous(root, &mounts.used);
+            let _ = state.remove(&record);
+            return Err(e);
+        }
+    };
     let mut process = process;
     process.env.push(format!("HOSTNAME={hostname}"));
     let spec = SandboxSpec {
@@ -117,10 +126,7 @@ pub fn run(root: &Root, args: RunArgs) -> Result<u8> {
         },
         process,
         hostname,
-        network: match args.network {
-            NetworkArg::None => NetworkMode::None,
-            NetworkArg::Host => NetworkMode::Host,
-        },
+        network: network_mode,
         limits,
         isolation,
         timeout,
@@ -132,6 +138,8 @@ pub fn run(root: &Root, args: RunArgs) -> Result<u8> {
             kernel: args.kernel.clone(),
         },
         mounts: mounts.mounts,
+        networks,
+        ports: bound.iter().map(|b| b.mapping).collect(),
     };
 
     if args.detach {
@@ -144,10 +152,11 @@ pub fn run(root: &Root, args: RunArgs) -> Result<u8> {
                 .and_then(|c| c.stop_signal().clone()),
             ..Lifecycle::default()
         };
-        return run_detached(root, &spec, &state, record, life);
+        return run_detached(root, &spec, &state, record, life, bound);
     }
-    let result = run_spec(root, &spec, &state, &mut record);
+    let result = run_spec(root, &spec, &state, &mut record, bound);
     if args.rm || result.is_err() && record.status == Status::Created {
+        sbx_shared::network::backend::release(root, &spec);
         let _ = usage::remove_anonymous(root, &spec.dir);
         let _ = state.remove(&record);
     }
@@ -162,8 +171,9 @@ fn run_detached(
     state: &State,
     record: Record,
     life: Lifecycle,
+    bound: Vec<sbx_shared::network::ports::Bound>,
 ) -> Result<u8> {
-    let backend = super::lifecycle::backend_for(root, spec.isolation);
+    let backend = super::network::backend(root, spec.isolation, bound);
     let started = monitor::lifecycle::save_spec(spec)
         .and_then(|()| monitor::detach(&*backend, spec, state, record.clone(), life));
     match started {
@@ -172,6 +182,7 @@ fn run_detached(
             Ok(0)
         }
         Err(e) => {
+            sbx_shared::network::backend::release(root, spec);
             let _ = usage::remove_anonymous(root, &spec.dir);
             let _ = state.remove(&record);
             Err(match e {
@@ -182,11 +193,14 @@ fn run_detached(
     }
 }
 
-fn run_spec(root: &Root, spec: &SandboxSpec, state: &State, record: &mut Record) -> Result<u8> {
-    let backend: Box<dyn Backend> = match spec.isolation {
-        Isolation::Container => Box::new(sbx_container::ContainerBackend::new(root)),
-        Isolation::Vm => Box::new(sbx_vmm::VmBackend::new(root)),
-    };
+fn run_spec(
+    root: &Root,
+    spec: &SandboxSpec,
+    state: &State,
+    record: &mut Record,
+    bound: Vec<sbx_shared::network::ports::Bound>,
+) -> Result<u8> {
+    let backend: Box<dyn Backend> = super::network::backend(root, spec.isolation, bound);
     // Handlers go in before the workload starts, so a signal that arrives
     // while it starts is queued and forwarded rather than killing sbx. The
     // thread that forwards them starts only after the backend has cloned:

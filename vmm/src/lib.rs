@@ -184,7 +184,15 @@ impl VmBackend {
             .chain(volume_disks)
             .collect(),
             consoles: plumbing.consoles,
-            nets: Vec::new(),
+            // Bridge networks: taps sbx_shared::network::backend made.
+            nets: spec
+                .networks
+                .iter()
+                .map(|a| config::Net {
+                    tap: sbx_shared::network::tap_name(&spec.id, &a.network_id),
+                    mac: a.mac_bytes(),
+                })
+                .collect(),
             serial_log: Some(serial_log.clone()),
         };
         let mut record = BootRecord {
@@ -247,6 +255,15 @@ impl VmBackend {
             rootfs_type: rootdisk::FSTYPE.into(),
             tty_size: plumbing.tty_size,
             mounts: guest_mounts,
+            nets: spec
+                .networks
+                .iter()
+                .map(|a| sbx_vm_protocol::GuestNet {
+                    mac: a.mac.clone(),
+                    address: a.cidr(),
+                })
+                .collect(),
+            hosts: (!spec.networks.is_empty()).then(|| sbx_shared::network::hosts::for_spec(spec)),
         };
         let sandbox = VmSandbox {
             vm,

@@ -149,6 +149,26 @@ pub fn spawn(
         ]);
     }
 
+    // Network: taps the caller made and put on their bridges.
+    for (i, n) in config.nets.iter().enumerate() {
+        args.extend([
+            "-netdev".into(),
+            format!(
+                "tap,id=net{i},ifname={},script=no,downscript=no",
+                n.tap.replace(',', ",,")
+            ),
+            "-device".into(),
+            format!(
+                "virtio-net-device,netdev=net{i},mac={}",
+                n.mac
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":")
+            ),
+        ]);
+    }
+
     // Consoles: descriptors QEMU inherits, and relays for the rest.
     let mut pass: Vec<OwnedFd> = Vec::new();
     let mut relays: Vec<(OwnedFd, Option<OwnedFd>, Option<OwnedFd>)> = Vec::new();

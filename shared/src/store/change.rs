@@ -1,5 +1,5 @@
 //! Docker's `--change` instructions for `sbx import`: `CMD`, `ENTRYPOINT`
-//! (JSON array or shell form), `ENV`, `WORKDIR`, `USER`, `VOLUME`.
+//! (JSON array or shell form), `ENV`, `WORKDIR`, `USER`, `VOLUME`, `EXPOSE`.
 
 use super::error::StoreError;
 use super::RuntimeConfig;
@@ -48,9 +48,19 @@ pub fn apply(config: &mut RuntimeConfig, change: &str) -> Result<(), StoreError>
             }
             config.set_volumes(Some(volumes));
         }
+        "EXPOSE" => {
+            let ports = exposed_ports(rest).map_err(|why| bad(&why))?;
+            let mut exposed = config.exposed_ports().clone().unwrap_or_default();
+            for p in ports {
+                if !exposed.contains(&p) {
+                    exposed.push(p);
+                }
+            }
+            config.set_exposed_ports(Some(exposed));
+        }
         _ => {
             return Err(bad(
-                "supported instructions are CMD, ENTRYPOINT, ENV, WORKDIR, USER and VOLUME",
+                "supported instructions are CMD, ENTRYPOINT, ENV, WORKDIR, USER, VOLUME and EXPOSE",
             ))
         }
     }
@@ -68,6 +78,25 @@ fn command(rest: &str) -> Option<Vec<String>> {
         }
     }
     Some(vec!["/bin/sh".into(), "-c".into(), rest.into()])
+}
+
+/// `EXPOSE 80 53/udp`, as the image config keys them (`80/tcp`).
+fn exposed_ports(rest: &str) -> Result<Vec<String>, String> {
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    if words.is_empty() {
+        return Err("EXPOSE needs a port".into());
+    }
+    words
+        .iter()
+        .map(|w| {
+            let (port, proto) = w.split_once('/').unwrap_or((w, "tcp"));
+            let proto = proto.to_ascii_lowercase();
+            match (port.parse::<u16>(), proto.as_str()) {
+                (Ok(p), "tcp" | "udp") if p > 0 => Ok(format!("{p}/{proto}")),
+                _ => Err(format!("{w:?} is not PORT[/tcp|udp]")),
+            }
+        })
+        .collect()
 }
 
 /// `VOLUME ["/a", "/b"]` or `VOLUME /a /b`.
@@ -173,7 +202,10 @@ mod tests {
         apply(&mut c, "VOLUME /cache /data").unwrap();
         assert_eq!(c.volumes().clone().unwrap(), vec!["/data", "/cache"]);
         assert!(apply(&mut c, "VOLUME").is_err());
-        assert!(apply(&mut c, "EXPOSE 80").is_err());
+        apply(&mut c, "EXPOSE 80 53/udp").unwrap();
+        assert_eq!(c.exposed_ports().clone().unwrap(), vec!["80/tcp", "53/udp"]);
+        assert!(apply(&mut c, "EXPOSE http").is_err());
+        assert!(apply(&mut c, "HEALTHCHECK NONE").is_err());
         assert!(apply(&mut c, "CMD").is_err());
         assert!(apply(&mut c, "ENV A=\"x").is_err());
     }

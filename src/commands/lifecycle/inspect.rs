@@ -50,6 +50,30 @@ fn describe(state: &State, f: &Found) -> Value {
         None => json!({ "image": r.image.name, "cmd": r.command }),
     };
     let network = spec.as_ref().map(|s| s.network);
+    let networks: serde_json::Map<String, Value> = spec
+        .iter()
+        .flat_map(|s| &s.networks)
+        .map(|a| {
+            let v = json!({
+                "ip_address": a.address,
+                "prefix_len": a.subnet.prefix,
+                "gateway": a.gateway,
+                "mac_address": a.mac,
+                "aliases": a.aliases,
+                "network_id": a.network_id,
+            });
+            (a.network.clone(), v)
+        })
+        .collect();
+    let mut ports = serde_json::Map::new();
+    for m in spec.iter().flat_map(|s| &s.ports) {
+        let entry = ports
+            .entry(m.sandbox_side())
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(list) = entry {
+            list.push(json!({"host_ip": m.host_ip, "host_port": m.host_port.to_string()}));
+        }
+    }
     json!({
         "id": r.id,
         "name": r.name,
@@ -73,7 +97,8 @@ fn describe(state: &State, f: &Found) -> Value {
         "mounts": [],
         "network_settings": {
             "mode": network,
-            "ports": {},
+            "networks": networks,
+            "ports": ports,
         },
         "backend": f.life.details,
         "auto_remove": r.auto_remove,

@@ -26,11 +26,10 @@ pub use logs::logs;
 pub use ps::ps;
 pub use remove::{df, prune, rm};
 
+/// The backend, with networking around it (taps, port proxy, and the
+/// addresses released at removal).
 pub fn backend_for(root: &Root, isolation: Isolation) -> Box<dyn Backend> {
-    match isolation {
-        Isolation::Container => Box::new(sbx_container::ContainerBackend::new(root)),
-        Isolation::Vm => Box::new(sbx_vmm::VmBackend::new(root)),
-    }
+    crate::commands::network::backend(root, isolation, Vec::new())
 }
 
 /// A sandbox as the verbs see it: record, lifecycle, and the status those

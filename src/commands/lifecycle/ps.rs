@@ -37,7 +37,10 @@ pub fn ps(root: &Root, args: &PsArgs) -> Result<u8> {
     }
     let rows: Vec<Row> = shown
         .iter()
-        .map(|f| Row::of(f, now, args.no_trunc))
+        .map(|f| Row {
+            ports: crate::commands::port::column(&state, &f.record.id),
+            ..Row::of(f, now, args.no_trunc)
+        })
         .collect();
     if args.format == "json" {
         for r in &rows {

@@ -13,6 +13,7 @@
 
 mod console;
 mod mounts;
+mod net;
 mod output;
 mod relay;
 mod volumes;
@@ -100,6 +101,7 @@ fn setup(spec: &GuestSpec) -> Result<(), (i32, String)> {
         .map_err(|e| (SETUP_FAILED, format!("setting the hostname: {}", e.desc())))?;
     // A kernel without networking has no lo to bring up.
     let _ = mounts::loopback_up();
+    net::configure(&spec.nets).map_err(|e| (SETUP_FAILED, e))?;
     Ok(())
 }
 

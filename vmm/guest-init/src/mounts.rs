@@ -146,9 +146,11 @@ fn etc_files(spec: &GuestSpec, new_root: &str) -> Result<()> {
         ("hostname", format!("{h}\n")),
         (
             "hosts",
-            format!(
-                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{h}\n"
-            ),
+            spec.hosts.clone().unwrap_or_else(|| {
+                format!(
+                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{h}\n"
+                )
+            }),
         ),
         ("resolv.conf", String::new()),
     ];

@@ -47,6 +47,22 @@ pub struct GuestSpec {
     /// Volumes and tmpfs mounts over the root, parents first.
     #[serde(default)]
     pub mounts: Vec<GuestMount>,
+    /// Network interfaces, one per virtio-net device in declaration order.
+    #[serde(default)]
+    pub nets: Vec<GuestNet>,
+    /// The whole /etc/hosts (bridge networks: own address, peers' names);
+    /// None: localhost and the hostname only.
+    #[serde(default)]
+    pub hosts: Option<String>,
+}
+
+/// One interface the init addresses and brings up: found by its MAC
+/// address (else the Nth `ethN`), given `address` (`10.89.0.3/24`). No
+/// routes beyond the subnet's own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestNet {
+    pub mac: String,
+    pub address: String,
 }
 
 /// One mount the init makes in the new root before switching into it.
