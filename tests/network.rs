@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use common::{stderr, stdout, TestRoot, SBX};
 
 const WEB1: &str =
-    "mkdir /www && echo hello-from-web1 > /www/index.html && exec httpd -f -p 80 -h /www";
+    "mkdir -p /www && echo hello-from-web1 > /www/index.html && exec httpd -f -p 80 -h /www";
 const WEB2: &str =
-    "mkdir /www && echo hello-from-web2 > /www/index.html && exec httpd -f -p 80 -h /www";
+    "mkdir -p /www && echo hello-from-web2 > /www/index.html && exec httpd -f -p 80 -h /www";
 
 /// A private network namespace, and an sbx root whose commands all run in
 /// it. Dropping it removes the sandboxes, ends what is left in the
@@ -355,6 +355,12 @@ fn published_ports_for_a_container_and_a_vm() {
         inspect[0]["network_settings"]["ports"]["80/tcp"][0]["host_port"],
         "18081"
     );
+
+    // Stopped and started again (a new monitor binds the port itself).
+    t.ok(&["stop", "-t", "1", "web1"]);
+    assert!(t.http_get(18080).is_err());
+    t.ok(&["start", "web1"]);
+    assert_eq!(t.http_get(18080).unwrap().trim(), "hello-from-web1");
 
     // A taken port: one line, and nothing was created.
     let before = t.ok(&["ps", "-aq"]).lines().count();

@@ -41,7 +41,9 @@ impl Networked {
 
     /// With the published ports' sockets already bound.
     pub fn with_bound(mut self, bound: Vec<Bound>) -> Networked {
-        self.bound = Mutex::new(Some(bound));
+        if !bound.is_empty() {
+            self.bound = Mutex::new(Some(bound));
+        }
         self
     }
 
