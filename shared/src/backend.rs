@@ -4,6 +4,7 @@
 //! [`Backend::start`], so each works under every isolation level.
 
 use std::fs::File;
+use std::os::fd::OwnedFd;
 
 use crate::spec::{Process, SandboxSpec};
 
@@ -28,6 +29,16 @@ pub struct SandboxIo {
     pub stdout: Option<File>,
     pub stderr: Option<File>,
     pub tty: Option<File>,
+}
+
+/// The host descriptors a process started by [`Sandbox::exec`] uses. With
+/// a terminal, `stdout` is the terminal (a pty slave) and carries its
+/// input too; None: discarded output, no input.
+#[derive(Debug, Default)]
+pub struct ProcessIo {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
 }
 
 /// How a sandbox ended, folded the way shells and Docker fold it: the exit
@@ -162,6 +173,16 @@ pub trait Sandbox: Send + Sync {
         let _ = out;
         Err(BackendError::Unsupported(
             "this backend cannot export a sandbox's filesystem changes yet".into(),
+        ))
+    }
+    /// Start another process in this running sandbox from the process that
+    /// holds it (a VM's monitor, serving `sbx exec` on its control socket),
+    /// its streams on `io`. The result is waited on and signalled like a
+    /// sandbox; its exit status is the process's.
+    fn exec(&self, process: &Process, io: ProcessIo) -> Result<Box<dyn Sandbox>, BackendError> {
+        let _ = (process, io);
+        Err(BackendError::Unsupported(
+            "this sandbox cannot start another process from its holder".into(),
         ))
     }
 }

@@ -61,12 +61,10 @@ pub fn build(root: &Root, args: BuildArgs) -> Result<u8> {
     let store = Store::open(root).context("opening the image store")?;
     let backend: Box<dyn Backend> = match isolation {
         Isolation::Container => Box::new(sbx_container::ContainerBackend::new(root)),
-        // The builder runs RUN steps through the Backend trait and takes
-        // their changes with Sandbox::diff; the vm backend is wired in here
-        // once its sandboxes implement diff.
-        Isolation::Vm => bail!(
-            "--isolation=vm cannot build yet: the vm backend cannot export a RUN step's filesystem changes (Sandbox::diff); use --isolation=container"
-        ),
+        // Each RUN step in its own microVM (an untrusted Dockerfile), its
+        // changes written by the guest init to a changes disk for
+        // Sandbox::diff.
+        Isolation::Vm => Box::new(sbx_vmm::VmBackend::new(root).with_changes()),
     };
     let start = std::time::Instant::now();
     let image = build::build(&store, &*backend, &opts, &mut std::io::stdout())?;

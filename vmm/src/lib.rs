@@ -8,8 +8,11 @@
 //! to report the workload started. Then the [`Sandbox`] waits for its exit
 //! event, forwards signals and resizes, and reports how the VM booted.
 
+pub mod changes;
 pub mod config;
 pub mod engine;
+mod exec;
+mod exec_client;
 mod guest_init;
 pub mod initramfs;
 pub mod kernel;
@@ -27,7 +30,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sbx_shared::backend::{Backend, BackendError, Sandbox, Stdio};
+use sbx_shared::backend::{Backend, BackendError, Sandbox, SandboxRef, Stdio};
 use sbx_shared::paths::Root;
 use sbx_shared::spec::SandboxSpec;
 use sbx_vm_protocol::{GuestEvent, GuestSpec};
@@ -97,11 +100,29 @@ impl From<VmError> for BackendError {
 
 pub struct VmBackend {
     root: Root,
+    /// Give each VM a changes disk, for [`Sandbox::diff`] (build steps).
+    changes: bool,
 }
 
 impl VmBackend {
     pub fn new(root: &Root) -> Self {
-        VmBackend { root: root.clone() }
+        VmBackend {
+            root: root.clone(),
+            changes: false,
+        }
+    }
+
+    /// Every VM this backend starts gets a changes disk, onto which its
+    /// guest init writes what the workload changed when it ends, so that
+    /// [`Sandbox::diff`] works (a build's `RUN` steps).
+    ///
+    /// ```
+    /// let root = sbx_shared::paths::Root::new("/var/lib/sbx");
+    /// let _builder = sbx_vmm::VmBackend::new(&root).with_changes();
+    /// ```
+    pub fn with_changes(mut self) -> Self {
+        self.changes = true;
+        self
     }
 }
 
@@ -113,12 +134,24 @@ impl Backend for VmBackend {
         let sandbox = self.boot(spec, stdio)?;
         Ok(sbx_shared::volumes::hold(Box::new(sandbox), lease))
     }
+
+    /// Through the monitor that holds the VM (a detached sandbox).
+    fn exec(
+        &self,
+        target: &SandboxRef<'_>,
+        process: &sbx_shared::spec::Process,
+        stdio: Stdio,
+    ) -> Result<Box<dyn Sandbox>, BackendError> {
+        exec_client::exec(target, process, stdio)
+    }
 }
 
 impl VmBackend {
     fn boot(&self, spec: &SandboxSpec, stdio: Stdio) -> Result<VmSandbox, BackendError> {
         let t0 = Instant::now();
         let (volume_disks, guest_mounts) = mounts::plan(spec).map_err(VmError::from)?;
+        // The changes disk goes last, after the volumes' disks.
+        let (volume_disks, changes_disk, changes_device) = self.changes_disk(spec, volume_disks)?;
         let (engine, why) =
             engine::choose(spec.vm.engine, HostKvm::detect()).map_err(VmError::from)?;
         let kernel = kernel::locate(spec.vm.kernel.as_deref()).map_err(VmError::from)?;
@@ -146,7 +179,7 @@ impl VmBackend {
         let (disk, disk_built) = rootdisk::ensure(
             &vm_dir.join("disks"),
             &self.root.tmp(),
-            &spec.image.config,
+            &rootdisk::key(&spec.image.config, &spec.rootfs.layers),
             &spec.rootfs.layers,
         )
         .map_err(VmError::from)?;
@@ -252,6 +285,7 @@ impl VmBackend {
             terminal: spec.process.terminal,
             stdin: spec.process.stdin,
             read_only: spec.rootfs.read_only,
+            changes_disk: changes_device,
             rootfs_type: rootdisk::FSTYPE.into(),
             tty_size: plumbing.tty_size,
             mounts: guest_mounts,
@@ -279,6 +313,9 @@ impl VmBackend {
             dir: spec.dir.clone(),
             serial_log,
             vmm_log,
+            execs: Arc::default(),
+            changes_disk,
+            changes: Mutex::new(None),
         };
         let mut sandbox = sandbox;
         if let Err(e) = wait_started(&mut sandbox, &guest_spec, spec.timeout, vmm_start) {
@@ -360,7 +397,7 @@ fn wait_started(
                 };
                 return Err(e);
             }
-            Ok(Some(GuestEvent::Exit { .. } | GuestEvent::Hello { .. })) => {}
+            Ok(Some(_)) => {}
             Ok(None) | Err(_) if event.as_ref().is_ok() => {
                 let vmm = sandbox
                     .vm
@@ -377,6 +414,29 @@ fn wait_started(
                 return Err(VmError::BootTimeout { secs, log }.into());
             }
         }
+    }
+}
+
+impl VmBackend {
+    /// With [`VmBackend::with_changes`]: the volumes' disks and the changes
+    /// disk after them, its path and its name in the guest.
+    #[allow(clippy::type_complexity)]
+    fn changes_disk(
+        &self,
+        spec: &SandboxSpec,
+        mut disks: Vec<Disk>,
+    ) -> Result<(Vec<Disk>, Option<PathBuf>, Option<String>), BackendError> {
+        if !self.changes {
+            return Ok((disks, None, None));
+        }
+        let path = changes::create(&spec.dir).map_err(|e| BackendError::Setup(e.to_string()))?;
+        disks.push(Disk {
+            path: path.clone(),
+            read_only: false,
+        });
+        // The root disk is index 0.
+        let device = sbx_vm_protocol::disk_device(disks.len());
+        Ok((disks, Some(path), Some(device)))
     }
 }
 

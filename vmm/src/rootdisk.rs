@@ -51,6 +51,21 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
+/// The cache key of a root disk: the image's config digest, which names
+/// its layers; a chain of layers with no image of its own (a build step's)
+/// is named by the digest of its layer directories, in order.
+pub fn key(config_digest: &str, layers: &[PathBuf]) -> String {
+    if config_digest.starts_with("sha256:") {
+        return config_digest.to_string();
+    }
+    let mut names = Vec::new();
+    for l in layers {
+        names.extend_from_slice(l.as_os_str().as_bytes());
+        names.push(b'\n');
+    }
+    sbx_shared::digest::Digest::of(&names).to_string()
+}
+
 /// The root disk for an image, built if missing. Returns its path and
 /// whether this call built it.
 pub fn ensure(

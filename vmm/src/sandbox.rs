@@ -9,10 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sbx_shared::backend::{BackendError, ExitStatus, Sandbox, SandboxIo, Stats};
+use sbx_shared::backend::{BackendError, ExitStatus, ProcessIo, Sandbox, SandboxIo, Stats};
+use sbx_shared::spec::Process;
 use sbx_vm_protocol::{GuestEvent, HostMessage, LineBuffer};
 
 use crate::engine::RunningVm;
+use crate::exec::ExecTable;
 use crate::VmError;
 
 /// How long the guest may take to power off once it reported the exit.
@@ -193,6 +195,12 @@ pub struct VmSandbox {
     pub(crate) dir: PathBuf,
     pub(crate) serial_log: PathBuf,
     pub(crate) vmm_log: PathBuf,
+    /// Processes `sbx exec` started.
+    pub(crate) execs: Arc<ExecTable>,
+    /// The changes disk (a build's RUN step), and what the guest said of
+    /// the tar it wrote there.
+    pub(crate) changes_disk: Option<PathBuf>,
+    pub(crate) changes: Mutex<Option<Result<u64, String>>>,
 }
 
 impl VmSandbox {
@@ -235,10 +243,19 @@ impl Sandbox for VmSandbox {
                 Ok(Some(GuestEvent::Exit { code, signal })) => {
                     break Some(ExitStatus { code, signal })
                 }
-                Ok(Some(_)) => {}
+                Ok(Some(GuestEvent::Changes { bytes })) => {
+                    *self.changes.lock().unwrap_or_else(|p| p.into_inner()) = Some(Ok(bytes));
+                }
+                Ok(Some(GuestEvent::ChangesFailed { message })) => {
+                    *self.changes.lock().unwrap_or_else(|p| p.into_inner()) = Some(Err(message));
+                }
+                Ok(Some(e)) => {
+                    self.execs.dispatch(&e);
+                }
                 Ok(None) | Err(_) => break None,
             }
         };
+        self.execs.close("the VM has stopped");
         let exit_at = Instant::now();
         let vmm_exit = match self.vm.wait_timeout(Some(POWEROFF_GRACE)) {
             Some(s) => s,
@@ -316,6 +333,55 @@ impl Sandbox for VmSandbox {
 
     fn resize(&self, rows: u16, cols: u16) -> Result<(), BackendError> {
         self.send(&HostMessage::Resize { rows, cols })
+    }
+
+    /// What the workload changed, from the tar the guest init wrote to the
+    /// changes disk (the VM started with [`crate::VmBackend::with_changes`]).
+    fn diff(&self, out: &mut dyn Write) -> Result<(), BackendError> {
+        if self
+            .finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+        {
+            return Err(BackendError::Setup(
+                "the sandbox's changes can be taken only after it has exited".into(),
+            ));
+        }
+        let Some(disk) = &self.changes_disk else {
+            return Err(BackendError::Unsupported(
+                "this VM was started without a changes disk (only build steps have one)".into(),
+            ));
+        };
+        let reported = self
+            .changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let bytes = match reported {
+            Some(Ok(bytes)) => bytes,
+            Some(Err(m)) => return Err(BackendError::Setup(format!("vm: {m}"))),
+            None => {
+                return Err(BackendError::Setup(
+                    "vm: the guest did not report the sandbox's changes".into(),
+                ))
+            }
+        };
+        crate::changes::copy_checked(disk, bytes, out)
+            .map_err(|e| BackendError::Setup(e.to_string()))
+    }
+
+    /// Another process in the running VM, through the guest init.
+    fn exec(&self, process: &Process, io: ProcessIo) -> Result<Box<dyn Sandbox>, BackendError> {
+        if self
+            .finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            return Err(BackendError::Setup("the VM is not running".into()));
+        }
+        self.execs.start(&self.control, self.vm.pid(), process, io)
     }
 
     /// The engine, the VM's make-up and its boot phases (also `vm.json`).

@@ -66,6 +66,20 @@ fn output_pair() -> Result<(OwnedFd, OwnedFd)> {
 
 pub fn plumb(spec: &SandboxSpec, stdio: Stdio) -> Result<Plumbing> {
     let (control, guest_ctl) = pair()?;
+    // The control port carries exec output too, within windows the guest
+    // keeps (see sbx_vm_protocol::EXEC_WINDOW): room for all of them.
+    {
+        use nix::sys::socket::{setsockopt, sockopt};
+        if setsockopt(
+            &guest_ctl,
+            sockopt::SndBufForce,
+            &sbx_vm_protocol::OUTPUT_SNDBUF,
+        )
+        .is_err()
+        {
+            setsockopt(&guest_ctl, sockopt::SndBuf, &sbx_vm_protocol::OUTPUT_SNDBUF)?;
+        }
+    }
     let ctl = console(Some(dup(&guest_ctl)?), Some(guest_ctl));
     let mut io = SandboxIo::default();
     let mut stdin = None;

@@ -5,11 +5,12 @@
 //! [`Sandbox::wait`] and is joined before any restart, so the process is
 //! single-threaded again each time it calls [`Backend::start`].
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -42,6 +43,9 @@ struct Monitor<'a> {
     manual_stop: bool,
     /// When a `stop` turns into SIGKILL.
     kill_at: Option<Instant>,
+    /// Processes `exec` started, by the id their client was given.
+    execs: Arc<Mutex<HashMap<u32, Arc<dyn Sandbox>>>>,
+    next_exec: u32,
 }
 
 /// Run the monitor to the end; the result is its exit status.
@@ -84,6 +88,8 @@ pub(super) fn serve(
         waiters: Vec::new(),
         manual_stop: false,
         kill_at: None,
+        execs: Arc::default(),
+        next_exec: 0,
     };
     let mut report = Some(report);
     let mut delay = BACKOFF_START;
@@ -209,7 +215,7 @@ impl Monitor<'_> {
                 &w,
                 &Response {
                     exit_code,
-                    error: None,
+                    ..Response::default()
                 },
             );
         }
@@ -332,13 +338,13 @@ impl Monitor<'_> {
     fn accept(&mut self, sb: Option<&dyn Sandbox>) {
         loop {
             match self.listener.accept() {
-                Ok((stream, _)) => match protocol::read_request(&stream) {
-                    Ok(req) => self.handle(stream, req, sb),
+                Ok((stream, _)) => match protocol::read_request_fds(&stream) {
+                    Ok((req, fds)) => self.handle(stream, req, fds, sb),
                     Err(e) => protocol::answer(
                         &stream,
                         &Response {
-                            exit_code: None,
                             error: Some(e),
+                            ..Response::default()
                         },
                     ),
                 },
@@ -349,11 +355,18 @@ impl Monitor<'_> {
     }
 
     /// One request; `sb` is None while the monitor waits to restart.
-    fn handle(&mut self, stream: UnixStream, req: Request, sb: Option<&dyn Sandbox>) {
+    fn handle(
+        &mut self,
+        stream: UnixStream,
+        req: Request,
+        fds: Vec<OwnedFd>,
+        sb: Option<&dyn Sandbox>,
+    ) {
         let last = self.record.exit_code;
         let done = |error: Option<String>| Response {
             exit_code: last,
             error,
+            ..Response::default()
         };
         match (req, sb) {
             (Request::Signal { signal, stop }, sb) => {
@@ -384,7 +397,102 @@ impl Monitor<'_> {
             }
             (Request::Wait, Some(_)) => self.waiters.push(stream),
             (Request::Wait, None) => protocol::answer(&stream, &done(None)),
+            (
+                Request::Exec {
+                    process,
+                    stdin,
+                    stdout,
+                    stderr,
+                },
+                Some(sb),
+            ) => self.exec(stream, sb, &process, [stdin, stdout, stderr], fds),
+            (Request::Exec { .. }, None) => {
+                let e = format!(
+                    "sandbox {} is not running",
+                    crate::ids::short(&self.spec.id)
+                );
+                protocol::answer(&stream, &done(Some(e)));
+            }
+            (Request::ExecSignal { exec, signal }, _) => {
+                let r = self.exec_of(exec).map(|p| p.signal(signal));
+                let error = match r {
+                    Some(Ok(())) => None,
+                    Some(Err(e)) => Some(e.to_string()),
+                    None => Some(format!("no running exec {exec}")),
+                };
+                protocol::answer(&stream, &done(error));
+            }
+            (Request::ExecResize { exec, rows, cols }, _) => {
+                let r = self.exec_of(exec).map(|p| p.resize(rows, cols));
+                let error = r.and_then(|r| r.err()).map(|e| e.to_string());
+                protocol::answer(&stream, &done(error));
+            }
         }
+    }
+
+    fn exec_of(&self, id: u32) -> Option<Arc<dyn Sandbox>> {
+        let execs = self.execs.lock().unwrap_or_else(|p| p.into_inner());
+        execs.get(&id).cloned()
+    }
+
+    /// Start a process in the sandbox for an `exec` client: answer its id,
+    /// then (from a thread that waits for it) its exit.
+    fn exec(
+        &mut self,
+        stream: UnixStream,
+        sb: &dyn Sandbox,
+        process: &crate::spec::Process,
+        present: [bool; 3],
+        fds: Vec<OwnedFd>,
+    ) {
+        let mut fds = fds.into_iter();
+        let mut take = |present: bool| if present { fds.next() } else { None };
+        let io = crate::backend::ProcessIo {
+            stdin: take(present[0]),
+            stdout: take(present[1]),
+            stderr: take(present[2]),
+        };
+        let child: Arc<dyn Sandbox> = match sb.exec(process, io) {
+            Ok(c) => Arc::from(c),
+            Err(e) => {
+                let exit_code = match &e {
+                    BackendError::Exec { code, .. } => Some(*code),
+                    _ => None,
+                };
+                let r = Response {
+                    exit_code,
+                    error: Some(e.to_string()),
+                    ..Response::default()
+                };
+                return protocol::answer(&stream, &r);
+            }
+        };
+        let id = self.next_exec;
+        self.next_exec = self.next_exec.wrapping_add(1);
+        let r = Response {
+            exec_id: Some(id),
+            ..Response::default()
+        };
+        protocol::answer(&stream, &r);
+        self.execs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, Arc::clone(&child));
+        let execs = Arc::clone(&self.execs);
+        std::thread::spawn(move || {
+            let r = match child.wait() {
+                Ok(s) => Response {
+                    exit_code: Some(s.code),
+                    ..Response::default()
+                },
+                Err(e) => Response {
+                    error: Some(e.to_string()),
+                    ..Response::default()
+                },
+            };
+            execs.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            protocol::answer(&stream, &r);
+        });
     }
 
     /// Wait `delay` before a restart, still serving requests. False when

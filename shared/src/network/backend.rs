@@ -158,4 +158,11 @@ impl Sandbox for Attached {
     fn diff(&self, out: &mut dyn std::io::Write) -> Result<(), BackendError> {
         self.inner.diff(out)
     }
+    fn exec(
+        &self,
+        process: &crate::spec::Process,
+        io: crate::backend::ProcessIo,
+    ) -> Result<Box<dyn Sandbox>, BackendError> {
+        self.inner.exec(process, io)
+    }
 }

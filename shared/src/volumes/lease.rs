@@ -122,4 +122,12 @@ impl Sandbox for Leased {
     fn diff(&self, out: &mut dyn std::io::Write) -> Result<(), BackendError> {
         self.inner.diff(out)
     }
+
+    fn exec(
+        &self,
+        process: &crate::spec::Process,
+        io: crate::backend::ProcessIo,
+    ) -> Result<Box<dyn Sandbox>, BackendError> {
+        self.inner.exec(process, io)
+    }
 }

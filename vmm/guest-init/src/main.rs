@@ -11,11 +11,14 @@
 //! Diagnostics go to stderr, which the kernel connected to /dev/console:
 //! the serial port, which the host keeps as the VM's log.
 
+mod changes;
 mod console;
+mod exec;
 mod mounts;
 mod net;
 mod output;
 mod relay;
+mod tar;
 mod volumes;
 mod workload;
 
@@ -89,6 +92,9 @@ fn boot(init_start_ns: u64) -> Result<(), String> {
     };
     let (mut ctl, code, signal) = relay::Relay::new(ctl, consoles, started, &spec, trace).run();
     volumes::unmount_volumes(&spec);
+    if let Some(disk) = &spec.changes_disk {
+        ctl.send(&write_changes(&spec, disk));
+    }
     ctl.send(&GuestEvent::Exit { code, signal });
     ctl.drain();
     Ok(())
@@ -103,6 +109,19 @@ fn setup(spec: &GuestSpec) -> Result<(), (i32, String)> {
     let _ = mounts::loopback_up();
     net::configure(&spec.nets).map_err(|e| (SETUP_FAILED, e))?;
     Ok(())
+}
+
+/// The writable layer's changes onto the changes disk, and the event that
+/// says how that went.
+fn write_changes(spec: &GuestSpec, disk: &str) -> GuestEvent {
+    // A read-only root has no upper directory: an empty layer.
+    match changes::write(spec, mounts::upper_dir().as_deref(), disk) {
+        Ok(bytes) => GuestEvent::Changes { bytes },
+        Err(message) => {
+            eprintln!("sbx-guest-init: {message}");
+            GuestEvent::ChangesFailed { message }
+        }
+    }
 }
 
 /// CLOCK_BOOTTIME in nanoseconds: time since the guest kernel started.

@@ -92,6 +92,7 @@ pub fn root(spec: &GuestSpec) -> Result<()> {
             MsFlags::empty(),
             Some(&opts),
         )?;
+        keep_upper()?;
         MERGED
     };
     // Volumes and tmpfs mounts, while /dev (their disks) and /proc (the
@@ -178,6 +179,25 @@ fn etc_files(spec: &GuestSpec, new_root: &str) -> Result<()> {
         mnt(&source, &target, None, MsFlags::MS_BIND, None)?;
     }
     Ok(())
+}
+
+/// The writable layer's upper directory, held open across the switch
+/// into the new root (which hides the tmpfs it lives on).
+static UPPER: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+
+fn keep_upper() -> Result<()> {
+    let path = format!("{RW}/upper");
+    let dir = std::fs::File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
+    let _ = UPPER.set(dir);
+    Ok(())
+}
+
+/// The upper directory as a path that works from the new root (through
+/// /proc); None with a read-only root.
+pub fn upper_dir() -> Option<std::path::PathBuf> {
+    UPPER
+        .get()
+        .map(|d| format!("/proc/self/fd/{}", d.as_raw_fd()).into())
 }
 
 fn switch_root(new_root: &str) -> Result<()> {

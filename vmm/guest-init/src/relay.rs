@@ -19,6 +19,7 @@ use nix::unistd::Pid;
 use sbx_vm_protocol::{GuestSpec, HostMessage};
 
 use crate::console::Control;
+use crate::exec::{Execs, Want};
 use crate::output::Output;
 use crate::workload::{self, Started};
 
@@ -55,6 +56,8 @@ pub struct Relay {
     /// `sbx.debug` on the kernel command line: say what happens on the
     /// serial console.
     trace: bool,
+    /// Processes `sbx exec` started.
+    execs: Execs,
 }
 
 #[derive(Clone, Copy)]
@@ -64,6 +67,7 @@ enum Source {
     Output(usize),
     Stdin,
     Input,
+    Exec(Want),
 }
 
 fn read_fd(fd: RawFd, buf: &mut [u8]) -> Result<usize, Errno> {
@@ -117,6 +121,7 @@ impl Relay {
             status: None,
             drain_deadline: None,
             trace,
+            execs: Execs::new(spec.clone()),
         }
     }
 
@@ -164,12 +169,18 @@ impl Relay {
                     watch(i.as_raw_fd(), libc::POLLOUT, Source::Input);
                 }
             }
+            if self.status.is_none() {
+                for (fd, events, want) in self.execs.wanted() {
+                    watch(fd, events, Source::Exec(want));
+                }
+            }
             // Without a signalfd, reap by polling.
-            let timeout = if self.drain_deadline.is_some() || self.sigfd.is_none() {
-                50
-            } else {
-                -1
-            };
+            let timeout =
+                if self.drain_deadline.is_some() || self.sigfd.is_none() || self.execs.draining() {
+                    50
+                } else {
+                    -1
+                };
             // SAFETY: poll(2) over a pollfd array we own, of its length.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
             if n < 0 {
@@ -180,6 +191,8 @@ impl Relay {
                     self.handle(source, &mut buf);
                 }
             }
+            self.reap();
+            self.execs.report_ended(&mut self.ctl);
         }
         for o in &self.outputs {
             o.flush();
@@ -214,16 +227,18 @@ impl Relay {
                 _ => {}
             },
             Source::Input => self.flush_input(),
+            Source::Exec(want) => self.execs.ready(&mut self.ctl, want, buf),
         }
     }
 
     fn apply(&mut self, m: HostMessage) {
+        if self.status.is_none() && self.execs.apply(&mut self.ctl, &m) {
+            return;
+        }
         match m {
-            HostMessage::Signal { signal } => {
-                if self.status.is_none() {
-                    if let Ok(sig) = Signal::try_from(signal) {
-                        let _ = nix::sys::signal::kill(self.pid, sig);
-                    }
+            HostMessage::Signal { signal } if self.status.is_none() => {
+                if let Ok(sig) = Signal::try_from(signal) {
+                    let _ = nix::sys::signal::kill(self.pid, sig);
                 }
             }
             HostMessage::Resize { rows, cols } => {
@@ -251,6 +266,8 @@ impl Relay {
                 self.stdin_eof_at = Some(bytes);
                 self.close_input_at_eof();
             }
+            // An exec's, once the workload has ended: the VM is going.
+            _ => {}
         }
     }
 
@@ -304,6 +321,12 @@ impl Relay {
                 }
                 Ok(WaitStatus::Signaled(pid, sig, _)) if pid == self.pid => {
                     self.workload_ended(128 + sig as i32, Some(sig as i32));
+                }
+                Ok(WaitStatus::Exited(pid, code)) => {
+                    self.execs.reaped(pid, code, None);
+                }
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    self.execs.reaped(pid, 128 + sig as i32, Some(sig as i32));
                 }
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(_) => {}

@@ -40,6 +40,11 @@ pub struct GuestSpec {
     pub stdin: bool,
     /// No writable layer over the root disk.
     pub read_only: bool,
+    /// After the workload: write the writable layer's changes as an OCI
+    /// layer tar to this disk (`/dev/vdX`), then report
+    /// [`GuestEvent::Changes`] before [`GuestEvent::Exit`].
+    #[serde(default)]
+    pub changes_disk: Option<String>,
     /// The root disk's filesystem type (`ext4`).
     pub rootfs_type: String,
     /// Initial terminal size `(rows, cols)` with `terminal`.
@@ -103,9 +108,24 @@ pub fn disk_device(index: usize) -> String {
 }
 
 /// Host → guest, after the spec.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum HostMessage {
+    /// Start another process in the sandbox (`sbx exec`); `id` is the
+    /// host's, unique for the VM's life.
+    Exec { id: u32, process: ExecProcess },
+    /// Input for exec `id` ([`encode`]d).
+    ExecInput { id: u32, data: String },
+    /// Exec `id`'s input ended: close its stdin once the input before is
+    /// passed on.
+    ExecInputEof { id: u32 },
+    /// Deliver a signal to exec `id`.
+    ExecSignal { id: u32, signal: i32 },
+    /// Exec `id`'s terminal has a new size.
+    ExecResize { id: u32, rows: u16, cols: u16 },
+    /// The host has passed on this many bytes (in all, both streams) of
+    /// exec `id`'s output: the guest keeps below [`EXEC_WINDOW`] in flight.
+    ExecAck { id: u32, bytes: u64 },
     /// Deliver a signal to the workload.
     Signal { signal: i32 },
     /// The workload's terminal has a new size.
@@ -150,6 +170,96 @@ pub enum GuestEvent {
     ExecFailed { code: i32, message: String },
     /// The workload ended: its exit code, or 128 + `signal`.
     Exit { code: i32, signal: Option<i32> },
+    /// The writable layer's changes are on the changes disk: a tar of
+    /// `bytes` bytes from its start.
+    Changes { bytes: u64 },
+    /// The changes could not be written.
+    ChangesFailed { message: String },
+    /// Exec `id` runs.
+    ExecStarted { id: u32, pid: i32 },
+    /// Exec `id` could not be started (`code` as for `ExecFailed`).
+    ExecStartFailed { id: u32, code: i32, message: String },
+    /// Output of exec `id` ([`encode`]d); `stream` 1 stdout (or the
+    /// terminal), 2 stderr.
+    ExecOutput { id: u32, stream: u8, data: String },
+    /// The guest has passed on this many bytes (in all) of exec `id`'s
+    /// input: the host keeps below [`EXEC_WINDOW`] in flight.
+    ExecInputAck { id: u32, bytes: u64 },
+    /// Exec `id` ended and its output is all sent.
+    ExecExit {
+        id: u32,
+        code: i32,
+        signal: Option<i32>,
+    },
+}
+
+/// A process `sbx exec` starts in a running VM: the sandbox's own settings
+/// with the exec flags on top, composed by the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecProcess {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub user: String,
+    pub terminal: bool,
+    pub stdin: bool,
+    pub tty_size: Option<(u16, u16)>,
+    pub rlimits: Vec<(u32, u64, u64)>,
+}
+
+/// Exec data in flight on the control port, per exec and direction, in
+/// bytes before encoding. The control port shares the VMM's socket buffer
+/// with every exec: see [`EXEC_MAX`].
+pub const EXEC_WINDOW: u64 = 64 * 1024;
+/// Execs at once in one VM: their windows, encoded, stay well inside the
+/// control port's [`OUTPUT_SNDBUF`].
+pub const EXEC_MAX: usize = 32;
+/// Largest piece of exec data in one message.
+pub const EXEC_CHUNK: usize = 16 * 1024;
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Bytes as base64 (RFC 4648, padded): exec data inside a JSON line.
+pub fn encode(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The bytes of [`encode`]'s text; None when it is not base64.
+pub fn decode(text: &str) -> Option<Vec<u8>> {
+    let t = text.as_bytes();
+    if !t.len().is_multiple_of(4) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(t.len() / 4 * 3);
+    for (i, q) in t.chunks(4).enumerate() {
+        let last = i + 1 == t.len() / 4;
+        let pad = q.iter().rev().take_while(|&&b| b == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            return None;
+        }
+        let mut n = 0u32;
+        for &b in &q[..4 - pad] {
+            let v = B64.iter().position(|&x| x == b)? as u32;
+            n = (n << 6) | v;
+        }
+        n <<= 6 * pad as u32;
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..3 - pad]);
+    }
+    Some(out)
 }
 
 /// Serialise one message as a line.
@@ -221,6 +331,27 @@ mod tests {
         };
         let line = to_line(&e);
         assert_eq!(from_line::<GuestEvent>(&line[..line.len() - 1]).unwrap(), e);
+    }
+
+    #[test]
+    fn base64_round_trips() {
+        for data in [
+            &b""[..],
+            b"f",
+            b"fo",
+            b"foo",
+            b"foob",
+            b"fooba",
+            b"foobar",
+            &[0, 255, 128],
+        ] {
+            assert_eq!(decode(&encode(data)).unwrap(), data);
+        }
+        assert_eq!(encode(b"foobar"), "Zm9vYmFy");
+        assert_eq!(encode(b"fo"), "Zm8=");
+        assert!(decode("Zm8").is_none());
+        assert!(decode("Z=m8").is_none());
+        assert!(decode("Zm*=").is_none());
     }
 
     #[test]
