@@ -229,8 +229,8 @@ fn bad_input_gives_one_clear_line() {
         "invalid image name",
     );
     env.fails(
-        &["import", junk.to_str().unwrap(), "x", "-c", "EXPOSE 80"],
-        "EXPOSE 80",
+        &["import", junk.to_str().unwrap(), "x", "-c", "ONBUILD RUN true"],
+        "ONBUILD RUN true",
     );
     env.fails(&["rmi", "nothere"], "no such image: nothere");
     env.fails(&["tag", "nothere", "other"], "no such image: nothere");
