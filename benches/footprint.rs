@@ -33,6 +33,7 @@ fn main() {
         return;
     }
     let env = Env::setup("footprint");
+    let load_at_start = support::load_average();
     let rootfs = shared_rootfs(&env.sbx_root, &env.path().join("rootfs"));
     let bundle = rootfs.and_then(|r| {
         make_bundle(
@@ -100,7 +101,7 @@ fn main() {
     let doc = json!({
         "date": chrono::Utc::now().to_rfc3339(),
         "commit": support::commit(),
-        "load_average": support::load_average(),
+        "load_average_at_start": load_at_start,
         "rows": rows,
     });
     match std::fs::write(&out, serde_json::to_vec_pretty(&doc).unwrap()) {

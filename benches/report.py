@@ -85,7 +85,7 @@ def footprint():
             f"{mib(r['total_kib'])} | {mib(vmm.get('vmm_rss_kib'))} | "
             f"{mib(vmm.get('tcg_code_kib'))} | {mib(vmm.get('guest_rss_kib'))} |"
         )
-    print(f"\n(footprint: {doc['date']}, commit {doc['commit']}, load {doc['load_average']})")
+    print(f"\n(footprint: {doc['date']}, commit {doc['commit']}, load {doc['load_average_at_start']})")
 
 
 def scaling():
@@ -101,7 +101,7 @@ def scaling():
             f"| {r['name']} | {r['n']} | {fmt_ms(r['all_running_ms'])} | {r['time_vs_n1']:.1f}× | "
             f"{mib(r['memory_per_sandbox_kib'])} | {r['memory_vs_n1']:.2f}× |"
         )
-    print(f"\n(scaling: {doc['date']}, commit {doc['commit']}, load {doc['load_average']}, VM N ≤ {doc['vm_max_n']})")
+    print(f"\n(scaling: {doc['date']}, commit {doc['commit']}, load {doc['load_average_at_start']}, VM N ≤ {doc['vm_max_n']})")
 
 
 def main():

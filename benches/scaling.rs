@@ -28,6 +28,7 @@ fn main() {
         return;
     }
     let env = Env::setup("scaling");
+    let load_at_start = support::load_average();
     let vm_max: usize = std::env::var("SBX_BENCH_VM_MAX_N")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -126,7 +127,7 @@ fn main() {
     let doc = json!({
         "date": chrono::Utc::now().to_rfc3339(),
         "commit": support::commit(),
-        "load_average": support::load_average(),
+        "load_average_at_start": load_at_start,
         "vm_max_n": vm_max,
         "rows": rows,
     });

@@ -46,27 +46,38 @@ fn main() {
         .configure_from_args();
     let mut group = c.benchmark_group("start_to_exit");
 
-    group.bench_function("baseline_unshare", |b| {
-        b.iter(|| run_ok(Command::new("unshare").args(["-mpuin", "--fork", "true"])))
-    });
+    // Each run of any of these creates and drops a network namespace; the
+    // kernel frees those in the background, and a backlog slows whoever
+    // runs next (sbx measured 7 ms alone, 18 ms right after the unshare
+    // baseline). Each bench starts after a pause, and the baseline runs
+    // last of the containers.
     if env.sbx_container {
+        settle();
         group.bench_function("sbx_container", |b| {
             b.iter(|| run_ok(env.sbx().args(["run", "--rm", "busybox", "true"])))
         });
     }
     if let Ok(bundle) = &bundle {
         for rt in &runtimes {
+            settle();
             group.bench_function(rt.name, |b| b.iter(|| rt.run(bundle).unwrap()));
         }
     }
     if let Some(p) = &podman {
+        settle();
         group.bench_function("podman_runc", |b| b.iter(|| p.run_rm(&["true"]).unwrap()));
     }
+
+    settle();
+    group.bench_function("baseline_unshare", |b| {
+        b.iter(|| run_ok(Command::new("unshare").args(["-mpuin", "--fork", "true"])))
+    });
 
     // The VMs take a third of a second or more per run under TCG: one run
     // per sample.
     group.sampling_mode(SamplingMode::Flat);
     if env.sbx_vm {
+        settle();
         eprintln!(
             "sbx_vm: cold boot per run, engine chosen as `sbx run` chooses it ({})",
             vm_engine_note()
@@ -94,6 +105,11 @@ fn main() {
         p.cleanup();
     }
     c.final_summary();
+}
+
+/// Let the kernel finish freeing the previous bench's namespaces.
+fn settle() {
+    std::thread::sleep(Duration::from_secs(3));
 }
 
 fn vm_engine_note() -> &'static str {

@@ -181,15 +181,16 @@ pub fn load_average() -> f64 {
         .unwrap_or(-1.0)
 }
 
-/// The HEAD commit of the workspace, for the record (empty if unknown).
+/// The HEAD commit of the workspace, `-dirty` when the tree has changes
+/// (empty if unknown).
 pub fn commit() -> String {
     Command::new("git")
         .args([
             "-C",
             env!("CARGO_MANIFEST_DIR"),
-            "rev-parse",
-            "--short",
-            "HEAD",
+            "describe",
+            "--always",
+            "--dirty",
         ])
         .output()
         .ok()
