@@ -229,7 +229,13 @@ fn bad_input_gives_one_clear_line() {
         "invalid image name",
     );
     env.fails(
-        &["import", junk.to_str().unwrap(), "x", "-c", "ONBUILD RUN true"],
+        &[
+            "import",
+            junk.to_str().unwrap(),
+            "x",
+            "-c",
+            "ONBUILD RUN true",
+        ],
         "ONBUILD RUN true",
     );
     env.fails(&["rmi", "nothere"], "no such image: nothere");
