@@ -1,7 +1,8 @@
 //! Guests the benches boot without sbx: a minimal initramfs for the
 //! `qemu -M microvm` peer (same kernel and command line as sbx's VMs, but an
 //! init that only says so and then reboots or waits), and the kvm engine's
-//! freestanding test payloads (vmm/payloads), assembled with binutils.
+//! freestanding test payloads (vmm/payloads), assembled with binutils;
+//! pvh.S also boots under QEMU (Xen PVH note).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,6 +11,10 @@ use sbx_vmm::initramfs::Cpio;
 
 /// What the minimal init writes on the console once it runs.
 pub const INIT_MARKER: &str = "sbx-bench-init";
+
+/// What vmm/payloads/pvh.S prints on either entry (the kvm engine's 64-bit
+/// one, the PVH 32-bit one QEMU uses).
+pub const PVH_LINE: &str = "hello from an sbx pvh guest";
 
 /// Where the statically linked init's single PT_LOAD segment goes.
 const BASE: u64 = 0x40_0000;

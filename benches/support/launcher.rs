@@ -11,10 +11,13 @@ use sbx_vmm::config::VmConfig;
 use sbx_vmm::kvm::Vmm;
 
 const ENV: &str = "SBX_BENCH_KVM_PAYLOAD";
+/// Where the launcher writes the guest's serial output (else nowhere).
+const SERIAL_ENV: &str = "SBX_BENCH_KVM_SERIAL";
 /// Guest RAM given to the payload.
 pub const PAYLOAD_MEMORY_MIB: u64 = 64;
 
-fn monotonic_ns() -> u64 {
+/// CLOCK_MONOTONIC in ns: comparable across processes.
+pub fn monotonic_ns() -> u64 {
     let mut t = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -41,7 +44,7 @@ pub fn maybe_run() {
         disks: Vec::new(),
         consoles: Vec::new(),
         nets: Vec::new(),
-        serial_log: None,
+        serial_log: std::env::var_os(SERIAL_ENV).map(Into::into),
     };
     let report = match Vmm::new_at(config, start).and_then(Vmm::run) {
         Ok(r) => r,
@@ -80,6 +83,31 @@ impl LaunchFigures {
     pub fn vmm_rss_kib(&self) -> u64 {
         self.max_rss_kib.saturating_sub(self.guest_kib)
     }
+}
+
+/// Spawn → exit of one launcher on `payload`, measured as a peer VMM is
+/// ([`super::spawn_to_exit`]: until wait4 returns, peak RSS from its
+/// rusage), the guest's serial on the launcher's stdout as QEMU's
+/// `-serial stdio` puts it there. Fails unless the guest printed `expect`
+/// and wrote 0 to the exit port.
+pub fn launch_to_exit(payload: &std::path::Path, expect: &str) -> Result<super::Exited, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(exe);
+    // A pipe here (the reaper's captured stdout): opening it anew is safe.
+    cmd.env(ENV, payload).env(SERIAL_ENV, "/dev/stdout");
+    let run = super::spawn_to_exit(&cmd)?;
+    if !run.status.success()
+        || !run.stdout.contains("exit=ExitCode(0)")
+        || !run.stdout.contains(expect)
+    {
+        return Err(format!(
+            "kvm launcher: {} ({}), stdout: {}",
+            payload.display(),
+            run.status,
+            run.stdout.trim()
+        ));
+    }
+    Ok(run)
 }
 
 /// Spawn this executable as the launcher on `payload`.

@@ -12,7 +12,8 @@ pub mod peers;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
@@ -155,6 +156,134 @@ pub fn run_ok(cmd: &mut Command) {
     if let Err(e) = try_run(cmd) {
         panic!("{e}");
     }
+}
+
+/// One process run to its end: spawn → wait4 returned, its stdout, exit
+/// status and peak RSS (wait4's rusage).
+#[derive(Debug, Clone)]
+pub struct Exited {
+    pub wall: Duration,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub max_rss_kib: u64,
+    /// CLOCK_MONOTONIC just before the spawn (ns), to place figures the
+    /// process prints on the same clock.
+    pub spawned_ns: u64,
+}
+
+/// Set on a re-executed bench binary that runs its arguments as a command
+/// ([`maybe_reap`]).
+const REAP_ENV: &str = "SBX_BENCH_REAP";
+
+/// Run `cmd` (stdin null, stdout captured, stderr dropped) to its end and
+/// time spawn → reaped, through a reaper: this bench binary re-executed,
+/// which spawns `cmd` and waits for it with wait4(2). Why not wait4 here:
+/// a child's ru_maxrss counts the memory of the process it was forked from
+/// (the kernel folds the old mm's high-water mark in at exec), and the
+/// bench harness is bigger than the VMMs it measures; the reaper is not
+/// (about 1–2 MiB before it spawns).
+pub fn spawn_to_exit(cmd: &Command) -> Result<Exited, String> {
+    let program = Path::new(cmd.get_program()).display().to_string();
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut reaper = Command::new(exe);
+    reaper
+        .env(REAP_ENV, "1")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => reaper.env(k, v),
+            None => reaper.env_remove(k),
+        };
+    }
+    let out = reaper
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("start the reaper for {program}: {e}"))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find_map(|l| l.strip_prefix("sbx-bench-reap "))
+        .ok_or_else(|| {
+            format!(
+                "{program}: the reaper said {:?} ({})",
+                err.trim(),
+                out.status
+            )
+        })?;
+    let get = |k: &str| -> Option<i64> {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+    };
+    use std::os::unix::process::ExitStatusExt;
+    Ok(Exited {
+        wall: Duration::from_nanos(get("wall_ns").unwrap_or(0) as u64),
+        status: ExitStatus::from_raw(get("status").unwrap_or(-1) as i32),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        max_rss_kib: get("max_rss_kib").unwrap_or(0) as u64,
+        spawned_ns: get("spawned_ns").unwrap_or(0) as u64,
+    })
+}
+
+/// Call first thing in `main`: when this process is a reaper
+/// ([`spawn_to_exit`]), run the command in its arguments (stdout shared,
+/// stderr dropped), reap it with wait4(2), print `sbx-bench-reap
+/// wall_ns=.. status=.. max_rss_kib=.. spawned_ns=..` on stderr and exit.
+pub fn maybe_reap() {
+    if std::env::var_os(REAP_ENV).is_none() {
+        return;
+    }
+    let mut args = std::env::args_os().skip(1);
+    let Some(program) = args.next() else {
+        eprintln!("reaper: no command");
+        std::process::exit(2);
+    };
+    let mut cmd = Command::new(&program);
+    cmd.args(args)
+        .env_remove(REAP_ENV)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null());
+    let spawned_ns = launcher::monotonic_ns();
+    let start = Instant::now();
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("reaper: start {}: {e}", program.to_string_lossy());
+            std::process::exit(1);
+        }
+    };
+    let pid = child.id() as libc::pid_t;
+    let mut raw = 0;
+    // SAFETY: all-zero is a valid rusage; wait4(2) fills it and `raw`.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `pid` is our unreaped child; both pointers are to locals.
+        let r = unsafe { libc::wait4(pid, &mut raw, 0, &mut usage) };
+        if r == pid {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            eprintln!("reaper: wait4: {e}");
+            std::process::exit(1);
+        }
+    }
+    let wall = start.elapsed();
+    // Linux reports ru_maxrss in KiB.
+    eprintln!(
+        "sbx-bench-reap wall_ns={} status={raw} max_rss_kib={} spawned_ns={spawned_ns}",
+        wall.as_nanos(),
+        usage.ru_maxrss
+    );
+    std::process::exit(0);
+}
+
+/// The median of `v` (0 when empty).
+pub fn median(v: &[u64]) -> u64 {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
 pub fn find_in_path(name: &str) -> Option<PathBuf> {

@@ -397,3 +397,93 @@ pub fn wait_for_line(stdout: ChildStdout, marker: &str) -> bool {
     std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
     true
 }
+
+/// `qemu-system-x86_64 -M microvm` booting one of the kvm engine's test
+/// payloads (vmm/payloads/pvh.S) through its Xen PVH note: no firmware
+/// tables, no option ROMs, only the serial port and `isa-debug-exit` on the
+/// kvm engine's exit port. KVM as the kvm engine uses it (`-cpu host` less
+/// arch-capabilities, which aborts on MSR 0x10a under PVM), TCG only where
+/// QEMU cannot use KVM.
+pub struct QemuPayloadPeer {
+    pub bin: PathBuf,
+    pub accel: Accel,
+    payload: PathBuf,
+    memory_mib: u64,
+}
+
+impl QemuPayloadPeer {
+    /// The peer if QEMU runs `payload` to the expected line and exit; else
+    /// one line on stderr and None.
+    pub fn prepare(payload: &Path, memory_mib: u64) -> Option<QemuPayloadPeer> {
+        let bin = match sbx_vmm::qemu::binary() {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("skipping qemu microvm on the payload: {e}");
+                return None;
+            }
+        };
+        let mut last = String::new();
+        for accel in [Accel::Kvm, Accel::Tcg] {
+            let peer = QemuPayloadPeer {
+                bin: bin.clone(),
+                accel,
+                payload: payload.to_owned(),
+                memory_mib,
+            };
+            match peer.run() {
+                Ok(_) => {
+                    if accel == Accel::Tcg {
+                        eprintln!("qemu microvm on the payload: KVM failed ({last}), using TCG");
+                    }
+                    return Some(peer);
+                }
+                Err(e) => last = e,
+            }
+        }
+        eprintln!("skipping qemu microvm on the payload: {last}");
+        None
+    }
+
+    /// `kvm` or `tcg`.
+    pub fn accel_name(&self) -> &'static str {
+        match self.accel {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.args([
+            "-M",
+            "microvm,x-option-roms=off,isa-serial=on,rtc=off,pit=off,pic=off",
+        ]);
+        match self.accel {
+            Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host,-arch-capabilities"]),
+            Accel::Tcg => c.args(["-accel", "tcg"]),
+        };
+        c.args(["-nodefaults", "-no-user-config", "-display", "none"])
+            .args(["-m", &format!("{}M", self.memory_mib), "-smp", "1"])
+            .args(["-serial", "stdio"])
+            .args(["-device", "isa-debug-exit,iobase=0x501,iosize=2"])
+            .arg("-kernel")
+            .arg(&self.payload);
+        c
+    }
+
+    /// Spawn → exit of one QEMU on the payload. isa-debug-exit makes QEMU
+    /// exit with (v << 1) | 1: 1 for the payload's 0.
+    pub fn run(&self) -> Result<super::Exited, String> {
+        let run = super::spawn_to_exit(&self.command())?;
+        if run.status.code() != Some(1) || !run.stdout.contains(guest::PVH_LINE) {
+            return Err(format!(
+                "qemu microvm ({}) on {}: {}, stdout: {:?}",
+                self.accel_name(),
+                self.payload.display(),
+                run.status,
+                run.stdout
+            ));
+        }
+        Ok(run)
+    }
+}
