@@ -92,15 +92,13 @@ pub fn choose(
             HostKvm::Pvm => Err(EngineError::KvmPvm),
             HostKvm::Hardware => Ok((Engine::Kvm, None)),
         },
+        // Our own VMM where KVM is hardware (DESIGN.md); QEMU, saying why,
+        // everywhere else.
+        None if host == HostKvm::Hardware => Ok((Engine::Kvm, None)),
         None => {
             let why = match host {
                 HostKvm::Missing => "/dev/kvm is missing",
-                HostKvm::Pvm => "/dev/kvm is PVM (/sys/module/kvm_pvm), which cannot run a standard guest kernel",
-                // Until the kvm engine has run the guest contract end to end
-                // on such a host, QEMU on KVM is the default there.
-                HostKvm::Hardware => {
-                    "the kvm engine is not yet the default for the Linux guest (--vm-engine=kvm to use it)"
-                }
+                _ => "/dev/kvm is PVM (/sys/module/kvm_pvm), which cannot run a standard guest kernel",
             };
             let engine = Engine::Qemu(qemu_accel);
             Ok((engine, Some(format!("sbx: vm engine {engine}: {why}"))))
@@ -117,6 +115,13 @@ mod tests {
         let (e, why) = choose(None, HostKvm::Pvm).unwrap();
         assert_eq!(e, Engine::Qemu(Accel::Tcg));
         assert!(why.unwrap().contains("PVM"));
+        let (e, why) = choose(None, HostKvm::Hardware).unwrap();
+        assert_eq!(
+            e,
+            Engine::Kvm,
+            "our own VMM is the default where KVM is hardware"
+        );
+        assert!(why.is_none());
         let (e, why) = choose(Some(VmEngine::Qemu), HostKvm::Hardware).unwrap();
         assert_eq!(e, Engine::Qemu(Accel::Kvm));
         assert!(why.is_none());
