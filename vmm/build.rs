@@ -23,8 +23,8 @@ fn main() {
         "guest-init/Cargo.toml",
         "protocol/src",
         "protocol/Cargo.toml",
-        "../shared/userdb/src",
-        "../shared/userdb/Cargo.toml",
+        "../shared/workload/src",
+        "../shared/workload/Cargo.toml",
     ] {
         println!("cargo:rerun-if-changed={p}");
     }

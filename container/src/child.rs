@@ -8,8 +8,7 @@
 use std::ffi::CString;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
@@ -20,7 +19,7 @@ use sbx_shared::spec::{NetworkMode, Process, SandboxSpec};
 
 use crate::rootfs::{self, SandboxDirs};
 use crate::seccomp::BpfProgram;
-use sbx_userdb as user;
+use sbx_workload::user;
 
 /// Exit status of the child when setup failed before exec; the parent reads
 /// the reason from the error pipe, so this value is never shown.
@@ -149,7 +148,7 @@ fn setup_and_exec(args: &ChildArgs) -> Result<Never, Failure> {
 
     nix::unistd::sethostname(&spec.hostname).map_err(sys("setting the hostname"))?;
     if spec.network == NetworkMode::None {
-        loopback_up().map_err(sys("bringing up lo"))?;
+        sbx_workload::net::loopback_up().map_err(sys("bringing up lo"))?;
     }
 
     exec_process(&spec.process, &args.stdio, args.seccomp)
@@ -206,7 +205,8 @@ fn exec_process(
         )
     })?;
 
-    let program = find_program(&process.args, &env)?;
+    let program = sbx_workload::program::find(&process.args, &env)
+        .map_err(|(code, message)| Failure(code, message))?;
     let argv: Vec<CString> = process
         .args
         .iter()
@@ -252,45 +252,6 @@ fn cstring(s: &str) -> Result<CString, Failure> {
 
 fn set_pdeathsig() -> Result<(), Failure> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("setting the parent-death signal"))
-}
-
-/// execvp's lookup, in the sandbox's PATH, done here so that "not found"
-/// gets Docker's wording and exit status.
-fn find_program(args: &[String], env: &[String]) -> Result<CString, Failure> {
-    let name = args
-        .first()
-        .ok_or_else(|| Failure(SETUP_FAILED, "no command specified".into()))?;
-    if name.contains('/') {
-        return cstring(name);
-    }
-    let path = env
-        .iter()
-        .rev()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-    let mut denied = false;
-    for dir in path.split(':').filter(|d| !d.is_empty()) {
-        let candidate = Path::new(dir).join(name);
-        let Ok(meta) = std::fs::metadata(&candidate) else {
-            continue;
-        };
-        if !meta.is_file() {
-            continue;
-        }
-        let c = CString::new(candidate.as_os_str().as_bytes())
-            .map_err(|_| Failure(SETUP_FAILED, "bad PATH".into()))?;
-        if nix::unistd::access(c.as_c_str(), nix::unistd::AccessFlags::X_OK).is_ok() {
-            return Ok(c);
-        }
-        denied = true;
-    }
-    if denied {
-        return Err(Failure(126, format!("exec {name:?}: permission denied")));
-    }
-    Err(Failure(
-        127,
-        format!("exec: {name:?}: executable file not found in $PATH"),
-    ))
 }
 
 fn setup_stdio(stdio: &ChildStdio, keep_stdin: bool) -> Result<(), Failure> {
@@ -378,30 +339,4 @@ fn open_pty(sock: &OwnedFd) -> Result<OwnedFd, Failure> {
     )
     .map_err(sys("passing the terminal to sbx"))?;
     Ok(slave)
-}
-
-/// `ip link set lo up` by ioctl: cheaper than a netlink round trip.
-fn loopback_up() -> Result<(), Errno> {
-    let sock = nix::sys::socket::socket(
-        nix::sys::socket::AddressFamily::Inet,
-        nix::sys::socket::SockType::Datagram,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    // SAFETY: ifreq is plain old data; zeroed is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (i, b) in b"lo\0".iter().enumerate() {
-        req.ifr_name[i] = *b as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
-    unsafe {
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) != 0 {
-            return Err(Errno::last());
-        }
-        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) != 0 {
-            return Err(Errno::last());
-        }
-    }
-    Ok(())
 }

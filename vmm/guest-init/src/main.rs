@@ -106,7 +106,7 @@ fn setup(spec: &GuestSpec) -> Result<(), (i32, String)> {
     nix::unistd::sethostname(&spec.hostname)
         .map_err(|e| (SETUP_FAILED, format!("setting the hostname: {}", e.desc())))?;
     // A kernel without networking has no lo to bring up.
-    let _ = mounts::loopback_up();
+    let _ = sbx_workload::net::loopback_up();
     net::configure(&spec.nets).map_err(|e| (SETUP_FAILED, e))?;
     Ok(())
 }

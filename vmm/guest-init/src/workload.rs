@@ -7,15 +7,13 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 
 use nix::errno::Errno;
 use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
 use sbx_vm_protocol::GuestSpec;
 
-use sbx_userdb as user;
+use sbx_workload::user;
 
 const SETUP_FAILED: i32 = crate::SETUP_FAILED;
 
@@ -228,7 +226,7 @@ fn exec(spec: &GuestSpec, user: &user::User, stdio: ChildStdio) -> Result<Never,
         )
     })?;
 
-    let program = find_program(&spec.args, &env)?;
+    let program = sbx_workload::program::find(&spec.args, &env)?;
     let argv: Vec<CString> = spec
         .args
         .iter()
@@ -261,43 +259,4 @@ fn cstring(s: &str) -> Result<CString, Failure> {
             format!("argument or variable {s:?} holds a NUL byte"),
         )
     })
-}
-
-/// execvp's lookup in the workload's PATH, done here so "not found" gets
-/// Docker's wording and exit status.
-fn find_program(args: &[String], env: &[String]) -> Result<CString, Failure> {
-    let name = args
-        .first()
-        .ok_or_else(|| (SETUP_FAILED, "no command specified".to_string()))?;
-    if name.contains('/') {
-        return cstring(name);
-    }
-    let path = env
-        .iter()
-        .rev()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-    let mut denied = false;
-    for dir in path.split(':').filter(|d| !d.is_empty()) {
-        let candidate = Path::new(dir).join(name);
-        let Ok(meta) = std::fs::metadata(&candidate) else {
-            continue;
-        };
-        if !meta.is_file() {
-            continue;
-        }
-        let c = CString::new(candidate.as_os_str().as_bytes())
-            .map_err(|_| (SETUP_FAILED, "bad PATH".to_string()))?;
-        if nix::unistd::access(c.as_c_str(), nix::unistd::AccessFlags::X_OK).is_ok() {
-            return Ok(c);
-        }
-        denied = true;
-    }
-    if denied {
-        return Err((126, format!("exec {name:?}: permission denied")));
-    }
-    Err((
-        127,
-        format!("exec: {name:?}: executable file not found in $PATH"),
-    ))
 }
